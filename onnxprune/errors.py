@@ -1,0 +1,25 @@
+"""The one exception hierarchy of onnxprune.
+
+Every message names the file, node or tensor at fault, what was expected and what was found,
+so that the CLI can print it as a single line and exit non-zero.
+"""
+
+
+class OnnxPruneError(Exception):
+    """Base class: anything onnxprune refuses to do, with a one-line reason."""
+
+
+class ModelError(OnnxPruneError):
+    """The input model cannot be read, checked or analysed."""
+
+
+class CalibrationError(OnnxPruneError):
+    """The calibration data is missing, malformed or does not fit the model."""
+
+
+class ConfigError(OnnxPruneError):
+    """An option value is out of range or inconsistent with another."""
+
+
+class OutputError(OnnxPruneError):
+    """The pruned model cannot be written where asked."""

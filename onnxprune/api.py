@@ -1,0 +1,165 @@
+"""prune(): the stages in order. Load -> analyse -> per layer: record, solve, rewrite -> export -> verify."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxprune.calib.data import calibration_from_arrays, input_specs, load_calibration
+from onnxprune.calib.record import layer_statistics
+from onnxprune.calib.runner import SegmentRunner
+from onnxprune.config import PruneConfig
+from onnxprune.errors import ModelError
+from onnxprune.graph.analysis import InputChannels, Layer, analyse, output_gain
+from onnxprune.graph.io import check_model, export, load_model, to_graph
+from onnxprune.report import LayerReport, Report, count_params, node_macs
+from onnxprune.rewrite import remove_channels, set_weights
+from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
+from onnxprune.solve.problem import LayerProblem, normalise
+from onnxprune.solve.refit import refit
+from onnxprune.verify import verify_model
+
+log = logging.getLogger(__name__)
+
+Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray]
+
+
+def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config: PruneConfig | None = None, *,
+          progress: Callable[[str], None] | None = None, **options) -> tuple[onnx.ModelProto, Report]:
+    """Prune the channels a network can do without and reconstruct the rest.
+
+    Parameters
+    ----------
+    model : an ONNX ModelProto or the path of a .onnx file.
+    calib : calibration inputs: a .npy/.npz file or directory of them, an array (single-input
+        models) or a mapping from graph input name to array.
+    config : a PruneConfig; keyword ``options`` override its fields (``prune(m, x, eps_l2=0.1)``).
+    progress : called with one line per layer as the work advances.
+
+    Returns
+    -------
+    (pruned ModelProto, Report). The pruned model has passed onnx.checker and run in onnxruntime.
+    """
+    started = time.perf_counter()
+    config = replace(config or PruneConfig(), **options)
+    say = progress or (lambda line: None)
+    model = load_model(model) if isinstance(model, (str, os.PathLike)) else check_model(model)
+    specs = input_specs(model)
+    if isinstance(calib, (str, os.PathLike)):
+        feeds = load_calibration(Path(calib), specs, max_samples=config.max_samples, seed=config.seed)
+    else:
+        feeds = calibration_from_arrays(calib, specs, max_samples=config.max_samples, seed=config.seed)
+    shapes = tensor_shapes(model)
+    original, pruned = to_graph(model), to_graph(model)
+    groups, skipped = analyse(pruned, shapes, config.exclude)
+    if not groups:
+        raise ModelError("the model has no Conv, Gemm or MatMul layer with constant weights to prune")
+    original_layers = {node.name: Layer(node) for node in original.nodes}
+    params_before = count_params(pruned)
+    macs_before = {node.name: node_macs(node, shapes) for node in pruned.nodes}
+    in_before = {group.consumer.name: group.consumer.in_channels for group in groups}
+    out_before = {group.consumer.name: group.consumer.out_channels for group in groups}
+
+    rng = np.random.default_rng(config.seed)
+    runner_original = SegmentRunner(original, feeds, batch_size=config.batch_size)
+    runner_pruned = SegmentRunner(pruned, feeds, batch_size=config.batch_size)
+    seconds: dict[str, float] = {}
+    timings = {"statistics": 0.0, "solve": 0.0}
+    for index, group in enumerate(groups, start=1):
+        layer_start = time.perf_counter()
+        name = group.consumer.name
+        runner_original.advance_to(name)
+        runner_pruned.advance_to(name)
+        input_name = group.consumer.node.inputs[0].name
+        x_pruned, x_original = runner_pruned.cache[input_name], runner_original.cache[input_name]
+        if not group.prunable and (x_pruned is x_original or np.array_equal(x_pruned, x_original)):
+            say(f"[{index}/{len(groups)}] {name}: unchanged input, kept as is ({group.frozen})")
+            seconds[name] = time.perf_counter() - layer_start
+            continue
+        t0 = time.perf_counter()
+        problem = layer_statistics(original_layers[name], x_pruned, x_original, block=group.block,
+                                   rows_per_layer=config.rows_per_layer, batch_size=config.batch_size, rng=rng)
+        t1 = time.perf_counter()
+        keep = choose_channels(problem, group, config)
+        weight, bias = refit(problem, keep, ridge=config.ridge)
+        timings["statistics"] += t1 - t0
+        timings["solve"] += time.perf_counter() - t1
+        if not keep.all():
+            remove_channels(group, keep)
+            _slice_cached(runner_pruned, group, keep)
+        set_weights(group.consumer, weight.reshape(group.consumer.weight.shape[:1] + (-1,) + group.consumer.weight.shape[2:]), bias)
+        seconds[name] = time.perf_counter() - layer_start
+        note = "" if group.prunable else f" (frozen: {group.frozen})"
+        say(f"[{index}/{len(groups)}] {name}: {problem.n_channels} -> {int(keep.sum())} input channels, "
+            f"{problem.n_samples} rows, {seconds[name]:.1f}s{note}")
+
+    timings["forward"] = runner_original.seconds + runner_pruned.seconds
+    result = export(pruned, model)
+    verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
+    final_shapes = tensor_shapes(result)
+    layers = [
+        LayerReport(
+            name=group.consumer.name, op_type=group.consumer.node.op,
+            channels_before=out_before[group.consumer.name], channels_after=group.consumer.out_channels,
+            in_channels_before=in_before[group.consumer.name], in_channels_after=group.consumer.in_channels,
+            params_before=_layer_params(original_layers[group.consumer.name]),
+            params_after=_layer_params(group.consumer),
+            macs_before=macs_before[group.consumer.name],
+            macs_after=node_macs(group.consumer.node, final_shapes),
+            seconds=round(seconds.get(group.consumer.name, 0.0), 3),
+            frozen=group.frozen,
+        )
+        for group in groups
+    ]
+    report = Report(
+        params_before=params_before, params_after=count_params(to_graph(result)),
+        macs_before=sum(macs_before.values()),
+        macs_after=sum(node_macs(node, final_shapes) for node in to_graph(result).nodes),
+        seconds=round(time.perf_counter() - started, 3), layers=layers, skipped=skipped,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+    return result, report
+
+
+def choose_channels(problem: LayerProblem, group: InputChannels, config: PruneConfig) -> np.ndarray:
+    """GES selection for a prunable group; all channels for a frozen one."""
+    if not group.prunable:
+        return np.ones(problem.n_channels, dtype=bool)
+    normalised = normalise(problem, output_gain(group.consumer))
+    options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=config.eps_l2, max_iter=config.max_iter, tol=config.tol)
+    result = solve_ges([normalised], options)
+    return select_channels(result.weights, threshold=config.threshold)
+
+
+def _slice_cached(runner: SegmentRunner, group: InputChannels, keep: np.ndarray) -> None:
+    """Drop the removed channels from cached activations on the path, as if the network had run pruned."""
+    before_flatten = [group.producer.node.outputs[0]] + [node.outputs[0] for node in group.path]
+    for tensor in before_flatten:
+        if tensor.name in runner.cache:
+            runner.cache[tensor.name] = np.ascontiguousarray(runner.cache[tensor.name][:, keep])
+    if group.flatten is not None and group.flatten.outputs[0].name in runner.cache:
+        features = np.repeat(keep, group.block)
+        name = group.flatten.outputs[0].name
+        runner.cache[name] = np.ascontiguousarray(runner.cache[name][:, features])
+
+
+def _layer_params(layer: Layer) -> int:
+    node = layer.node
+    return sum(int(np.asarray(t.values).size) for t in node.inputs[1:] if hasattr(t, "values"))
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Shapes known after shape inference: ints for fixed dims, None for symbolic ones."""
+    shapes = {}
+    for info in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                      for d in info.type.tensor_type.shape.dim)
+    return shapes

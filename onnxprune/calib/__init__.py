@@ -1,0 +1,1 @@
+"""Calibration: loading and validating the sample inputs that drive the pruning statistics."""

@@ -1,0 +1,255 @@
+"""Load calibration inputs for an ONNX model and validate them once, at the boundary.
+
+Everything downstream (activation statistics, batching through onnxruntime) assumes the arrays
+returned here have the model's dtype and rank, agree on the sample count and hold finite values,
+so every check lives here and fails with a one-line :class:`CalibrationError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.errors import CalibrationError
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = (".npy", ".npz")
+# np.load raises any of these for truncated, corrupt or pickled content.
+_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, zlib.error)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input the calibration data must feed."""
+
+    name: str
+    shape: tuple[int | None, ...]  # None = dynamic dim; dim 0 is the batch axis
+    dtype: np.dtype
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """List the graph inputs that calibration data has to provide.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The model to calibrate.
+
+    Returns
+    -------
+    list of InputSpec
+        One spec per graph input that is not an initializer (older exporters list weights as
+        inputs too), in graph order. Dims given as ``dim_param`` or unknown become ``None``.
+
+    Raises
+    ------
+    CalibrationError
+        If an input is not a tensor or has no shape, since it could not be validated.
+    """
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        if not vi.type.HasField("tensor_type"):
+            raise CalibrationError(f"model input '{vi.name}' is not a tensor; only tensor inputs can be calibrated")
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            raise CalibrationError(f"model input '{vi.name}' has no shape; re-export the model with input shapes")
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        specs.append(InputSpec(vi.name, shape, dtype))
+    return specs
+
+
+def load_calibration(
+    path: str | os.PathLike, specs: list[InputSpec], *, max_samples: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Load calibration samples and check that they fit the model.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy`` file (single-input models only), a ``.npz`` file keyed by input name (or
+        holding exactly one array, for a single-input model), or a directory whose ``*.npy`` /
+        ``*.npz`` files (non-recursive, sorted by name) are concatenated along axis 0.
+    specs : list of InputSpec
+        The model inputs, from :func:`input_specs`.
+    max_samples : int, optional
+        If given and there are more samples, keep a random subset of this many rows (the same
+        rows for every input, in their original order).
+    seed : int, default 0
+        Seed for the subset draw, so runs are reproducible.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``{input name: C-contiguous array of shape (N, ...)}`` in the model's dtype.
+
+    Raises
+    ------
+    CalibrationError
+        On a missing/unreadable source, missing inputs, wrong dtype kind, rank or fixed dims,
+        zero or unequal sample counts, NaN/Inf values, or ``max_samples < 1``.
+
+    Notes
+    -----
+    A fixed batch dim in the model is not enforced: samples are later fed in batches of that size.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")
+    if not specs:
+        raise CalibrationError("the model has no inputs to calibrate")
+    src = Path(path)
+    if not src.exists():
+        raise CalibrationError(f"calibration path '{src}' does not exist")
+    if src.is_dir():
+        entries = sorted(p for p in src.iterdir() if p.is_file())
+        files = [p for p in entries if p.suffix.lower() in _SUFFIXES]
+        if not entries:
+            raise CalibrationError(f"calibration directory '{src}' is empty; put .npy or .npz files in it")
+        if not files:
+            found = ", ".join(p.name for p in entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise CalibrationError(f"calibration directory '{src}' has no .npy or .npz files (found: {found})")
+    elif src.suffix.lower() in _SUFFIXES:
+        files = [src]
+    else:
+        raise CalibrationError(f"calibration path '{src}' is not a .npy file, .npz file or directory")
+
+    parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+    for file in files:
+        loaded = {spec.name: _check_array(arr, spec, file) for spec, arr in zip(specs, _read_file(file, specs))}
+        # Checked per file: equal totals could still hide rows that are misaligned between inputs.
+        counts = {name: arr.shape[0] for name, arr in loaded.items()}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"'{k}': {v}" for k, v in counts.items())
+            raise CalibrationError(f"{file.name}: inputs have different sample counts ({detail}); they must match")
+        for name, arr in loaded.items():
+            # Dynamic non-batch dims must still agree across files, or concatenation is meaningless.
+            if parts[name] and arr.shape[1:] != parts[name][0].shape[1:]:
+                raise CalibrationError(
+                    f"{file.name}: input '{name}' has sample shape {arr.shape[1:]}, "
+                    f"but {files[0].name} has {parts[name][0].shape[1:]}; all files must agree"
+                )
+            parts[name].append(arr)
+
+    data = {name: np.concatenate(arrs, axis=0) for name, arrs in parts.items()}
+    n = next(iter(data.values())).shape[0]
+    if n == 0:
+        raise CalibrationError(f"calibration data in '{src}' has zero samples")
+    data = _subset(data, max_samples, seed)
+    logger.debug("calibration from %s (%d file(s)): %s", src, len(files), {k: v.shape for k, v in data.items()})
+    return data
+
+
+def calibration_from_arrays(arrays: np.ndarray | Mapping[str, np.ndarray], specs: list[InputSpec], *,
+                            max_samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Validate in-memory calibration inputs exactly as :func:`load_calibration` validates files.
+
+    ``arrays`` is one array (single-input models) or a mapping from graph input name to array.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")
+    if not isinstance(arrays, Mapping):
+        if len(specs) != 1:
+            raise CalibrationError(f"the model has {len(specs)} inputs; pass a mapping from input name to array")
+        arrays = {specs[0].name: arrays}
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise CalibrationError(f"calibration arrays: missing input '{missing[0]}' (has {', '.join(map(repr, arrays))})")
+    where = Path("calibration arrays")
+    data = {s.name: _check_array(np.asarray(arrays[s.name]), s, where) for s in specs}
+    counts = {arr.shape[0] for arr in data.values()}
+    if len(counts) > 1:
+        raise CalibrationError(f"calibration arrays: inputs have different sample counts {sorted(counts)}")
+    if counts == {0}:
+        raise CalibrationError("calibration arrays: zero samples")
+    return _subset(data, max_samples, seed)
+
+
+def _subset(data: dict[str, np.ndarray], max_samples: int | None, seed: int) -> dict[str, np.ndarray]:
+    """A random subset of max_samples rows, the same for every input, in the original order."""
+    n = next(iter(data.values())).shape[0]
+    if max_samples is not None and n > max_samples:
+        # Sorted indices keep the original order, so results do not depend on draw order.
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+        data = {name: arr[idx] for name, arr in data.items()}
+    return {name: np.ascontiguousarray(arr) for name, arr in data.items()}
+
+
+def _read_file(file: Path, specs: list[InputSpec]) -> list[np.ndarray]:
+    """Read one .npy/.npz file and return one array per spec, in spec order."""
+    names = [s.name for s in specs]
+    try:
+        # Dispatch on content, not suffix; read npz members eagerly so their errors surface here.
+        obj = np.load(file, allow_pickle=False)
+        if isinstance(obj, np.lib.npyio.NpzFile):
+            with obj:
+                arrays = {k: obj[k] for k in obj.files}
+        else:
+            arrays = None
+    except _LOAD_ERRORS as exc:
+        raise CalibrationError(f"cannot read '{file}' as .npy/.npz: {_short(exc)}") from None
+    if arrays is None:  # a single .npy array
+        if len(names) != 1:
+            raise CalibrationError(
+                f"{file.name} holds one array but the model has {len(names)} inputs "
+                f"({', '.join(repr(n) for n in names)}); use an .npz keyed by input name"
+            )
+        return [obj]
+    if all(n in arrays for n in names):
+        return [arrays[n] for n in names]
+    if len(names) == 1 and len(arrays) == 1:
+        return list(arrays.values())
+    missing = ", ".join(f"'{n}'" for n in names if n not in arrays)
+    have = ", ".join(f"'{k}'" for k in arrays) or "nothing"
+    raise CalibrationError(f"{file.name}: missing input {missing} (has {have}); key arrays by graph input name")
+
+
+def _check_array(arr: np.ndarray, spec: InputSpec, file: Path) -> np.ndarray:
+    """Check dtype kind, rank, fixed dims and finiteness; return the array cast to the model dtype."""
+    where = f"{file.name}: input '{spec.name}'"
+    if np.issubdtype(spec.dtype, np.floating):
+        # Integer images are almost always un-normalised; silently casting would calibrate on garbage.
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise CalibrationError(
+                f"{where}: expected {spec.dtype}, got {arr.dtype}; apply the model's preprocessing first"
+            )
+    elif _kind(arr.dtype) != _kind(spec.dtype):
+        raise CalibrationError(f"{where}: expected {spec.dtype}, got {arr.dtype}; save it as {spec.dtype}")
+    if not spec.shape:
+        raise CalibrationError(f"{where}: the model input is a scalar, which has no batch axis to calibrate over")
+    expected = "(" + ", ".join(["N"] + ["?" if d is None else str(d) for d in spec.shape[1:]]) + ")"
+    if arr.ndim != len(spec.shape) or any(
+        d is not None and d != a for d, a in zip(spec.shape[1:], arr.shape[1:])
+    ):
+        raise CalibrationError(f"{where}: expected shape {expected}, got {tuple(arr.shape)}")
+    out = arr.astype(spec.dtype, copy=False)
+    if np.issubdtype(out.dtype, np.floating):
+        # Checked after the cast: float64 values beyond float16 range turn into Inf here.
+        nan, inf = int(np.count_nonzero(np.isnan(out))), int(np.count_nonzero(np.isinf(out)))
+        if nan or inf:
+            raise CalibrationError(f"{where}: contains {nan} NaN and {inf} Inf value(s); data must be finite")
+    return out
+
+
+def _kind(dtype: np.dtype) -> str:
+    """Group signed and unsigned integers together: int-to-int casts are allowed."""
+    return "int" if dtype.kind in "iu" else dtype.kind
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception message, so the error stays one line."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

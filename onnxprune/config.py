@@ -1,0 +1,58 @@
+"""All pruning options in one frozen dataclass, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from onnxprune.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Options of :func:`onnxprune.prune`; every field is also a CLI option.
+
+    Attributes
+    ----------
+    eps_entropy : weight of the entropy term  +eps * sum w log w  (> 0; larger spreads w out).
+    eps_l2 : ridge weight on Lambda; the main sparsity knob (larger removes more channels).
+    threshold : keep input channel c when n_channels * w_c >= threshold (1 = the uniform weight).
+    max_samples : calibration samples used (a random subset when there are more; None = all).
+    rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
+    ridge : relative ridge of the final least-squares refit of the kept channels.
+    exclude : node names whose input and output channels are never pruned.
+    seed : seed for the calibration subset and the pixel sampling.
+    batch_size : images per onnxruntime call and per statistics batch.
+    max_iter, tol : GES alternating-minimisation limits (relative decrease of the objective).
+    """
+
+    eps_entropy: float = 1e-3
+    eps_l2: float = 1e-2
+    threshold: float = 0.5
+    max_samples: int | None = 1024
+    rows_per_layer: int = 32768
+    ridge: float = 1e-3
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    seed: int = 0
+    batch_size: int = 128
+    max_iter: int = 100
+    tol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude", frozenset(self.exclude))
+        self.validate()
+
+    def validate(self) -> None:
+        positive = {"eps_entropy": self.eps_entropy, "rows_per_layer": self.rows_per_layer,
+                    "batch_size": self.batch_size, "max_iter": self.max_iter, "tol": self.tol}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        for name, value in {"eps_l2": self.eps_l2, "threshold": self.threshold, "ridge": self.ridge}.items():
+            if not value >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

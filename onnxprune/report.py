@@ -1,0 +1,106 @@
+"""What pruning gained: parameters, MACs and channels before and after, and a readable summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    op_type: str
+    channels_before: int  # output channels (filters / neurons)
+    channels_after: int
+    in_channels_before: int
+    in_channels_after: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    seconds: float = 0.0
+    frozen: str | None = None  # why this layer's input channels were not pruned
+
+
+@dataclass(frozen=True)
+class Report:
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    seconds: float
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def params_removed(self) -> float:
+        return 1 - self.params_after / self.params_before if self.params_before else 0.0
+
+    @property
+    def macs_removed(self) -> float:
+        return 1 - self.macs_after / self.macs_before if self.macs_before else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["params_removed"] = self.params_removed
+        out["macs_removed"] = self.macs_removed
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """A before/after table per layer and the totals."""
+        name_width = max([len(layer.name) for layer in self.layers] + [5])
+        head = f"{'layer':<{name_width}}  {'op':<6} {'channels':>11} {'params':>21} {'MACs':>23} {'time':>6}"
+        lines = [head, "-" * len(head)]
+        for layer in self.layers:
+            lines.append(
+                f"{layer.name:<{name_width}}  {layer.op_type:<6} "
+                f"{layer.channels_before:>5}->{layer.channels_after:<5} "
+                f"{_count(layer.params_before):>9} -> {_count(layer.params_after):<9} "
+                f"{_count(layer.macs_before):>10} -> {_count(layer.macs_after):<10} {layer.seconds:>5.1f}s"
+            )
+        lines.append("-" * len(head))
+        lines.append(f"parameters: {self.params_before:,} -> {self.params_after:,} ({self.params_removed:.1%} removed)")
+        lines.append(f"MACs:       {self.macs_before:,} -> {self.macs_after:,} ({self.macs_removed:.1%} removed)")
+        lines.append(f"wall time:  {self.seconds:.1f}s")
+        frozen = [(layer.name, layer.frozen) for layer in self.layers if layer.frozen]
+        if frozen or self.skipped:
+            lines.append("not pruned:")
+            lines += [f"  input channels of {name}: {reason}" for name, reason in frozen]
+            lines += [f"  {name}: {reason}" for name, reason in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def count_params(graph: gs.Graph) -> int:
+    """Elements of all floating-point constants: weights, biases and normalisation vectors."""
+    return sum(
+        int(t.values.size) for t in graph.tensors().values()
+        if isinstance(t, gs.Constant) and np.issubdtype(np.asarray(t.values).dtype, np.floating)
+    )
+
+
+def node_macs(node: gs.Node, out_shapes: dict[str, tuple]) -> int:
+    """Multiply-accumulates of one Conv/Gemm/MatMul for a single sample (0 for other ops)."""
+    if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
+        return 0
+    weight_size = int(np.asarray(node.inputs[1].values).size)
+    if node.op != "Conv":
+        return weight_size
+    shape = out_shapes.get(node.outputs[0].name)
+    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape[2:]):
+        return 0
+    # A Conv weight holds out x in/group x kh x kw: one MAC per weight per output pixel.
+    return weight_size * int(np.prod(shape[2:]))

@@ -1,0 +1,1 @@
+"""The numerical core: GES channel selection and least-squares refit. Pure NumPy/SciPy, no ONNX."""

@@ -82,21 +82,30 @@ def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write atomically: a temporary file in the same directory, renamed over the target at the end.
+    """Write the model atomically (see :func:`write_atomic`)."""
+    write_atomic(model.SerializeToString(), path)
 
-    An interrupted or failed write never leaves a partial file, and never touches an existing one.
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    write_atomic(text.encode(), path)
+
+
+def write_atomic(data: bytes, path: str | os.PathLike) -> None:
+    """Write to a temporary file in the same directory, renamed over the target at the end.
+
+    An interrupted or failed write never leaves a partial file and never touches an existing one.
     """
     path = Path(path)
     check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write the model ({exc.strerror})") from None
+            raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
         raise
 
 

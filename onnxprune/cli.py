@@ -1,0 +1,100 @@
+"""Command line: paths and options -> PruneConfig -> prune() -> progress, summary, files, exit code.
+
+Heavy imports (onnx, onnxruntime, numpy) happen inside the command so that --help is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from onnxprune.config import PruneConfig
+
+DEFAULTS = PruneConfig()
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  onnxprune models/lenet5_mnist.onnx lenet5_pruned.onnx --calib models/mnist_calib.npy
+  onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 3 --report report.json
+  onnxprune net.onnx net_small.onnx --calib x.npz --exclude /features/0/Conv --quiet
+
+\b
+Exit status: 0 on success, 1 when an input is unusable (the message says which and why),
+2 on a usage error, 130 when interrupted. No output file is written unless pruning succeeded.""",
+)
+@click.argument("in_path", metavar="IN.onnx", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_path", metavar="OUT.onnx", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--calib", "calib", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Calibration inputs, preprocessed exactly as the model expects: a .npy batch (single-input "
+                   "models), a .npz keyed by graph input name, or a directory of such files (concatenated).")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.max_samples, show_default=True,
+              help="Calibration samples to use; a random subset (see --seed) when there are more.")
+@click.option("--eps-l2", type=click.FloatRange(min=0), default=DEFAULTS.eps_l2, show_default=True,
+              help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels.")
+@click.option("--eps-entropy", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.eps_entropy,
+              show_default=True, help="GES entropy weight; larger spreads the channel weights more evenly.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=DEFAULTS.threshold, show_default=True,
+              help="Keep an input channel when its GES weight is at least this fraction of the uniform weight.")
+@click.option("--exclude", multiple=True, metavar="NODE",
+              help="Never prune the input or output channels of this node (repeatable). Names are in the summary.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
+              help="Also write the report (parameters, MACs, per-layer channels, timings) as JSON.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+              help="Seed for the calibration subset and pixel sampling; same seed, same result.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-layer progress and no table: one result line.")
+def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float, eps_entropy: float,
+         threshold: float, exclude: tuple[str, ...], report_path: Path | None, seed: int, quiet: bool) -> None:
+    """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
+    weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
+
+    Progress goes to stderr, the before/after summary to stdout.
+    """
+    from onnxprune.errors import OnnxPruneError
+
+    try:
+        _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, exclude, report_path, seed, quiet)
+    except OnnxPruneError as exc:
+        click.echo(f"onnxprune: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("onnxprune: interrupted; nothing was written", err=True)
+        sys.exit(130)
+
+
+def _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, exclude, report_path, seed, quiet):
+    import warnings
+
+    from onnxprune.api import prune
+    from onnxprune.errors import OutputError
+    from onnxprune.graph.io import check_writable, save_model, write_text
+
+    if out_path.resolve() == in_path.resolve():
+        raise OutputError(f"{out_path}: is the input model; write the pruned model to another path")
+    check_writable(out_path)
+    if report_path is not None:
+        check_writable(report_path)
+    config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
+                         exclude=frozenset(exclude), seed=seed)
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # solver notes are in the per-layer progress lines
+        model, report = prune(in_path, calib, config, progress=progress)
+    save_model(model, out_path)
+    if report_path is not None:
+        write_text(report.to_json(), report_path)
+    if quiet:
+        click.echo(f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
+                   f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
+                   f"{report.seconds:.1f}s")
+    else:
+        click.echo(report.summary())
+        click.echo(f"written: {out_path}" + (f", report: {report_path}" if report_path else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

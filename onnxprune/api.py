@@ -67,6 +67,7 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     in_before = {group.consumer.name: group.consumer.in_channels for group in groups}
     out_before = {group.consumer.name: group.consumer.out_channels for group in groups}
 
+    layer_eps = layer_eps_l2(groups, config)
     rng = np.random.default_rng(config.seed)
     runner_original = SegmentRunner(original, feeds, batch_size=config.batch_size)
     runner_pruned = SegmentRunner(pruned, feeds, batch_size=config.batch_size)
@@ -87,7 +88,7 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         problem = layer_statistics(original_layers[name], x_pruned, x_original, block=group.block,
                                    rows_per_layer=config.rows_per_layer, batch_size=config.batch_size, rng=rng)
         t1 = time.perf_counter()
-        keep = choose_channels(problem, group, config)
+        keep = choose_channels(problem, group, config, layer_eps.get(name, config.eps_l2))
         weight, bias = refit(problem, keep, ridge=config.ridge)
         timings["statistics"] += t1 - t0
         timings["solve"] += time.perf_counter() - t1
@@ -128,12 +129,37 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     return result, report
 
 
-def choose_channels(problem: LayerProblem, group: InputChannels, config: PruneConfig) -> np.ndarray:
+def params_per_channel(group: InputChannels) -> float:
+    """Parameters that one input channel of the group costs: a producer filter (with its bias and
+    per-channel vectors on the path) plus the consumer's weights that read the channel."""
+    consumer = group.consumer.weight.size / group.n_channels
+    producer = group.producer.weight.size / group.producer.out_channels + 1 if group.producer else 0.0
+    path = sum(t.values.size for node in group.path for t in node.inputs[1:]
+               if hasattr(t, "values") and t.values.size == group.n_channels) / group.n_channels
+    return consumer + producer + path
+
+
+def layer_eps_l2(groups: list[InputChannels], config: PruneConfig) -> dict[str, float]:
+    """eps_l2 per consumer: scaled by (parameters per channel / model mean) ** param_weighting.
+
+    With param_weighting = 0 every layer pays the same price per channel; with 1 a channel that
+    carries ten times the parameters is ten times as expensive to keep, which moves the pruning
+    to the wide late layers where the parameters are, and spares the early layers whose errors
+    every later layer inherits.
+    """
+    costs = {g.consumer.name: params_per_channel(g) for g in groups if g.prunable}
+    if not costs:
+        return {}
+    mean = float(np.mean(list(costs.values())))
+    return {name: config.eps_l2 * (cost / mean) ** config.param_weighting for name, cost in costs.items()}
+
+
+def choose_channels(problem: LayerProblem, group: InputChannels, config: PruneConfig, eps_l2: float) -> np.ndarray:
     """GES selection for a prunable group; all channels for a frozen one."""
     if not group.prunable:
         return np.ones(problem.n_channels, dtype=bool)
     normalised = normalise(problem, output_gain(group.consumer))
-    options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=config.eps_l2, max_iter=config.max_iter, tol=config.tol)
+    options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=eps_l2, max_iter=config.max_iter, tol=config.tol)
     result = solve_ges([normalised], options)
     return select_channels(result.weights, threshold=config.threshold)
 

@@ -27,8 +27,8 @@ Examples:
 Exit status: 0 on success, 1 when an input is unusable (the message says which and why),
 2 on a usage error, 130 when interrupted. No output file is written unless pruning succeeded.""",
 )
-@click.argument("in_path", metavar="IN.onnx", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("out_path", metavar="OUT.onnx", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("in_path", metavar="IN.onnx", type=click.Path(path_type=Path))
+@click.argument("out_path", metavar="OUT.onnx", type=click.Path(path_type=Path))
 @click.option("--calib", "calib", required=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration inputs, preprocessed exactly as the model expects: a .npy batch (single-input "
                    "models), a .npz keyed by graph input name, or a directory of such files (concatenated).")
@@ -42,7 +42,7 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               help="Keep an input channel when its GES weight is at least this fraction of the uniform weight.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Never prune the input or output channels of this node (repeatable). Names are in the summary.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
+@click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.json",
               help="Also write the report (parameters, MACs, per-layer channels, timings) as JSON.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
               help="Seed for the calibration subset and pixel sampling; same seed, same result.")
@@ -75,9 +75,11 @@ def _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, excl
 
     if out_path.resolve() == in_path.resolve():
         raise OutputError(f"{out_path}: is the input model; write the pruned model to another path")
-    check_writable(out_path)
-    if report_path is not None:
-        check_writable(report_path)
+    if report_path is not None and report_path.resolve() in (in_path.resolve(), out_path.resolve()):
+        raise OutputError(f"{report_path}: the report would overwrite {'IN' if report_path.resolve() == in_path.resolve() else 'OUT'}.onnx; choose another path")
+    for path in (out_path, report_path):
+        if path is not None:
+            check_writable(path)
     config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
                          exclude=frozenset(exclude), seed=seed)
     progress = None if quiet else (lambda line: click.echo(line, err=True))

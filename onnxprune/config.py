@@ -16,6 +16,8 @@ class PruneConfig:
     eps_entropy : weight of the entropy term  +eps * sum w log w  (> 0; larger spreads w out).
     eps_l2 : ridge weight on Lambda; the main sparsity knob (larger removes more channels).
     threshold : keep input channel c when n_channels * w_c >= threshold (1 = the uniform weight).
+    param_weighting : each layer's eps_l2 is scaled by (parameters per channel / model mean) to this
+        power: 0 treats all layers alike, 1 prices a channel by the parameters it carries.
     max_samples : calibration samples used (a random subset when there are more; None = all).
     rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
     ridge : relative ridge of the final least-squares refit of the kept channels.
@@ -28,13 +30,14 @@ class PruneConfig:
     eps_entropy: float = 1e-3
     eps_l2: float = 1e-2
     threshold: float = 0.5
+    param_weighting: float = 1.0
     max_samples: int | None = 1024
     rows_per_layer: int = 32768
     ridge: float = 1e-3
     exclude: frozenset[str] = field(default_factory=frozenset)
     seed: int = 0
     batch_size: int = 128
-    max_iter: int = 100
+    max_iter: int = 20
     tol: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -47,7 +50,8 @@ class PruneConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-        for name, value in {"eps_l2": self.eps_l2, "threshold": self.threshold, "ridge": self.ridge}.items():
+        for name, value in {"eps_l2": self.eps_l2, "threshold": self.threshold, "ridge": self.ridge,
+                            "param_weighting": self.param_weighting}.items():
             if not value >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.max_samples is not None and self.max_samples < 1:

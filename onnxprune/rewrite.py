@@ -73,9 +73,23 @@ def set_weights(layer: Layer, weight: np.ndarray, bias: np.ndarray) -> None:
     bias_values = np.ascontiguousarray(bias.astype(dtype))
     if len(node.inputs) > 2 and node.inputs[2].name != "" and len(node.inputs[2].outputs) == 1:
         node.inputs[2].values = bias_values
+    elif (norm_mean := _following_norm_mean(node, bias.size)) is not None:
+        # BN(y + b) = BN'(y) with running mean - b: the intercept costs no new parameter.
+        norm_mean.values = np.ascontiguousarray((norm_mean.values - bias).astype(norm_mean.values.dtype))
     else:
         new_bias = gs.Constant(f"{node.name}_onnxprune_bias", bias_values)
         if len(node.inputs) > 2:
             node.inputs[2] = new_bias
         else:
             node.inputs.append(new_bias)
+
+
+def _following_norm_mean(node: gs.Node, n_channels: int) -> gs.Constant | None:
+    """The running-mean constant of a BatchNormalization that alone consumes the node's output."""
+    consumers = node.outputs[0].outputs
+    if len(consumers) != 1 or consumers[0].op != "BatchNormalization":
+        return None
+    mean = consumers[0].inputs[3]
+    if not isinstance(mean, gs.Constant) or len(mean.outputs) != 1 or mean.values.size != n_channels:
+        return None
+    return mean

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import linalg
@@ -36,7 +36,6 @@ from onnxprune.solve.problem import NormalisedProblem
 
 log = logging.getLogger(__name__)
 
-FLOAT32_ABOVE = 1024  # features; see lambda_step
 
 
 @dataclass(frozen=True)
@@ -45,17 +44,17 @@ class GesOptions:
     eps_l2: float = 1e-2
     max_iter: int = 100
     tol: float = 1e-3  # on max_c |change of n * w_c| between iterations
-    active_floor: float = 1e-4
+    active_floor: float = 1e-2  # n*w below this leaves the active set; keep it well under the threshold
     q_step: bool = True
+    keep_energy: float = 0.9999  # of the explained target variance, see compress_targets
     track_objective: bool = False
 
 
 @dataclass(frozen=True)
 class GesResult:
-    """Channel weights and the per-regression Q = Lambda D(w) (normalised units, all features)."""
+    """Channel weights after the alternating minimisation (the weights are refit separately)."""
 
     weights: np.ndarray  # (n,), sums to 1 over live channels, 0 for dropped ones
-    q: list[np.ndarray]  # per problem, (m_k, d_k)
     objective: list[float]  # L after every Lambda-step, when GesOptions.track_objective
     n_iter: int
     converged: bool
@@ -66,9 +65,10 @@ def initial_weights(problems: list[NormalisedProblem]) -> np.ndarray:
     n = problems[0].n_channels
     score = np.zeros(n)
     for p in problems:
-        sd_x = np.sqrt(np.maximum(np.diag(p.gram), 1e-300))
-        sd_y = np.sqrt(np.maximum(p.target_var, 1e-300))
-        corr = np.abs(p.cross) / sd_y[:, None] / sd_x[None, :]
+        # float64 throughout: in float32 the floor below would underflow to 0 and give 0/0.
+        sd_x = np.sqrt(np.maximum(np.diag(p.gram).astype(np.float64), 1e-300))
+        sd_y = np.sqrt(np.maximum(p.target_var.astype(np.float64), 1e-300))
+        corr = np.abs(p.cross.astype(np.float64)) / sd_y[:, None] / sd_x[None, :]
         per_feature = corr.max(axis=0, initial=0.0)
         np.maximum.at(score, p.channel_of_feature, per_feature)
     live = live_mask(problems)
@@ -89,29 +89,44 @@ def lambda_step(p: NormalisedProblem, w: np.ndarray, eps_l2: float, active: np.n
     stays well conditioned when some w are tiny (the Q form would divide by w^2).
     """
     feats = np.flatnonzero(active[p.channel_of_feature])
-    # Large systems are solved in float32 (3x faster here): the ridge keeps them well enough
-    # conditioned, and only the selection depends on this solve, not the final weights.
-    dtype = np.float32 if feats.size > FLOAT32_ABOVE else np.float64
+    # Large problems arrive in float32 (see problem.normalise): 3x faster solves here, and only
+    # the selection depends on them, not the final weights.
+    dtype = p.gram.dtype
     d_w = w[p.channel_of_feature[feats]].astype(dtype)
-    scaled = p.gram[np.ix_(feats, feats)].astype(dtype)
+    scaled = p.gram[np.ix_(feats, feats)] if feats.size < p.gram.shape[0] else p.gram.copy()
     scaled *= d_w[:, None]
     scaled *= d_w[None, :]
     scaled[np.diag_indices_from(scaled)] += eps_l2 / p.n_channels**2
     rhs = (p.cross[:, feats] * d_w[None, :]).T.astype(dtype)
-    lam = _spd_solve(scaled, rhs).T.astype(np.float64)
+    lam = _spd_solve(scaled, rhs).T
     return lam, lam * d_w[None, :], feats
 
 
 def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    try:
-        return linalg.cho_solve(linalg.cho_factor(a, check_finite=False), b, check_finite=False)
-    except linalg.LinAlgError:
-        # Only reachable with eps_l2 == 0 and a rank-deficient Gram matrix.
-        return linalg.lstsq(a, b, check_finite=False)[0]
+    """Solve a x = b for a symmetric PSD a by Cholesky, adding jitter if rounding made it indefinite.
+
+    Statistics accumulated from fewer samples than features (late VGG layers) give a singular
+    Gram matrix whose float rounding can leave eigenvalues slightly below zero.
+    """
+    scale = max(float(np.trace(a)) / a.shape[0], np.finfo(a.dtype).tiny)
+    for jitter in (0.0, 1e-6, 1e-4, 1e-2):
+        try:
+            shifted = a if jitter == 0 else a + (jitter * scale) * np.eye(a.shape[0], dtype=a.dtype)
+            return linalg.cho_solve(linalg.cho_factor(shifted, check_finite=False), b, check_finite=False)
+        except linalg.LinAlgError:
+            continue
+    return linalg.lstsq(a, b, check_finite=False)[0]
 
 
 def _block_sum(matrix: np.ndarray, channels: np.ndarray, n: int) -> np.ndarray:
     """Sum a (d, d) feature matrix into an (n, n) channel matrix."""
+    present, counts = np.unique(channels, return_counts=True)
+    block = int(counts[0])
+    if np.all(counts == block) and np.array_equal(channels, np.repeat(present, block)):
+        # Channel-major features in equal blocks (Conv patches, flattened maps): a reshape suffices.
+        out = np.zeros((n, n))
+        out[np.ix_(present, present)] = matrix.reshape(present.size, block, present.size, block).sum(axis=(1, 3))
+        return out
     one_hot = np.zeros((channels.size, n))
     one_hot[np.arange(channels.size), channels] = 1.0
     return one_hot.T @ matrix @ one_hot
@@ -122,7 +137,7 @@ def objective(problems, w, lams, qs, feats_list, eps_entropy, eps_l2) -> float:
     for p, lam, q, feats in zip(problems, lams, qs, feats_list):
         g = p.gram[np.ix_(feats, feats)]
         mse = p.target_var.sum() - 2 * np.sum(q * p.cross[:, feats]) + np.sum((q @ g) * q)
-        total += (mse + eps_l2 / p.n_channels**2 * np.sum(lam * lam)) / p.cross.shape[0]
+        total += (mse + eps_l2 / p.n_channels**2 * np.sum(lam * lam)) / p.target_var.size
     pos = w > 0
     return float(total + eps_entropy * np.sum(w[pos] * np.log(w[pos])))
 
@@ -135,10 +150,11 @@ def w_step_terms(problems, lams, feats_list, active):
     b_vec = np.zeros(n)
     const = 0.0
     for p, lam, feats in zip(problems, lams, feats_list):
-        m = p.cross.shape[0]
+        m = p.target_var.size
         chans = p.channel_of_feature[feats]
         b_vec += np.bincount(chans, weights=np.sum(p.cross[:, feats] * lam, axis=0), minlength=n) / m
-        a_mat += _block_sum(p.gram[np.ix_(feats, feats)] * (lam.T @ lam), chans, n) / m
+        gram = p.gram[np.ix_(feats, feats)] if feats.size < p.gram.shape[0] else p.gram
+        a_mat += _block_sum(gram * (lam.T @ lam), chans, n) / m
         const += p.target_var.sum() / m
     return a_mat[np.ix_(idx, idx)], b_vec[idx], const
 
@@ -227,10 +243,35 @@ def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 8, 
     return w / w.sum()
 
 
+def compress_targets(p: NormalisedProblem, keep_energy: float) -> NormalisedProblem:
+    """Rotate the targets onto the principal subspace of their explained part and drop the rest.
+
+    Every w-dependent term of L involves the targets only through C, and rotating the targets
+    (y -> U^T y) leaves L unchanged; keeping the r directions that hold ``keep_energy`` of the
+    explained variance C (G + delta I)^-1 C^T changes L by at most the dropped fraction while the
+    solves shrink from m to r right-hand sides (r is 40-180 for VGG layers with m = 512). The
+    constant sum of target variances, and the 1/m scaling, stay those of the full problem.
+    """
+    if keep_energy >= 1 or p.cross.shape[0] < 16:
+        return p
+    gram = p.gram.astype(np.float64)
+    delta = 1e-3 * max(float(np.trace(gram)) / gram.shape[0], 1e-300)
+    explained = p.cross @ _spd_solve(gram + delta * np.eye(gram.shape[0]), p.cross.T.astype(np.float64))
+    values, vectors = np.linalg.eigh((explained + explained.T) / 2)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    energy = np.cumsum(np.maximum(values, 0)) / max(float(np.sum(np.maximum(values, 0))), 1e-300)
+    rank = int(np.searchsorted(energy, keep_energy)) + 1
+    if rank >= p.cross.shape[0]:
+        return p
+    cross = (vectors[:, :rank].T @ p.cross).astype(p.cross.dtype)
+    return replace(p, cross=cross)
+
+
 def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOptions()) -> GesResult:
-    """Alternate Lambda- and w-steps until the objective stops decreasing."""
+    """Alternate Lambda- and w-steps until the weights stop moving."""
     n = problems[0].n_channels
     w = initial_weights(problems)
+    problems = [compress_targets(p, options.keep_energy) for p in problems]
     active = w > 0
     history: list[float] = []
     converged = False
@@ -254,7 +295,7 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
             penalty = np.zeros(n)
             for p, q, feats in zip(problems, qs, feats_list):
                 penalty += np.bincount(p.channel_of_feature[feats], weights=np.sum(q * q, axis=0), minlength=n) \
-                    * options.eps_l2 / (p.n_channels**2 * p.cross.shape[0])
+                    * options.eps_l2 / (p.n_channels**2 * p.target_var.size)
             w[active] = q_fixed_w_step(penalty[active], options.eps_entropy)
         active = w * n >= options.active_floor
         w = np.where(active, w, 0.0)
@@ -268,12 +309,7 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
             RuntimeWarning,
             stacklevel=2,
         )
-    full_q = []
-    for p, q, feats in zip(problems, qs, feats_list):
-        dense = np.zeros_like(p.cross)
-        dense[:, feats] = q
-        full_q.append(dense)
-    return GesResult(weights=w, q=full_q, objective=history, n_iter=it, converged=converged)
+    return GesResult(weights=w, objective=history, n_iter=it, converged=converged)
 
 
 def select_channels(weights: np.ndarray, *, threshold: float | None = None, n_keep: int | None = None) -> np.ndarray:

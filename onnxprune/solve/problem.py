@@ -16,6 +16,7 @@ import numpy as np
 # constant on the calibration data: it carries no information, its contribution is a constant
 # that the intercept absorbs, so it is removed without asking the solver.
 DEAD_CHANNEL_RTOL = 1e-10
+FLOAT32_ABOVE = 1024  # features
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,11 @@ def normalise(problem: LayerProblem, target_weights: np.ndarray | None = None) -
     y_scale = 1.0 / np.sqrt(total) if total > 0 else 1.0
     target_scale = weights * y_scale
 
-    gram = problem.gram * feature_scale[:, None] * feature_scale[None, :]
-    cross = problem.cross * target_scale[:, None] * feature_scale[None, :]
+    # Large selection problems are solved in float32 (3x faster factorisations on this kind of
+    # machine); the ridge keeps them well conditioned and the final refit is float64.
+    dtype = np.float32 if problem.n_features > FLOAT32_ABOVE else np.float64
+    gram = (problem.gram * feature_scale[:, None] * feature_scale[None, :]).astype(dtype)
+    cross = (problem.cross * target_scale[:, None] * feature_scale[None, :]).astype(dtype)
     return NormalisedProblem(
         gram=gram,
         cross=cross,

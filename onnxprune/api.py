@@ -19,7 +19,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import ModelError
 from onnxprune.graph.analysis import InputChannels, Layer, analyse, output_gain
 from onnxprune.graph.io import check_model, export, load_model, to_graph
-from onnxprune.report import LayerReport, Report, count_params, node_macs
+from onnxprune.report import LayerReport, Report, count_params, node_macs, peak_memory_mb
 from onnxprune.rewrite import remove_channels, set_weights
 from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
 from onnxprune.solve.problem import LayerProblem, normalise
@@ -123,7 +123,7 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         params_before=params_before, params_after=count_params(to_graph(result)),
         macs_before=sum(macs_before.values()),
         macs_after=sum(node_macs(node, final_shapes) for node in to_graph(result).nodes),
-        seconds=round(time.perf_counter() - started, 3), layers=layers, skipped=skipped,
+        seconds=round(time.perf_counter() - started, 3), peak_memory_mb=peak_memory_mb(), layers=layers, skipped=skipped,
         timings={k: round(v, 3) for k, v in timings.items()},
     )
     return result, report

@@ -24,7 +24,7 @@ class PruneConfig:
     exclude : node names whose input and output channels are never pruned.
     seed : seed for the calibration subset and the pixel sampling.
     batch_size : images per onnxruntime call and per statistics batch.
-    max_iter, tol : GES alternating-minimisation limits (relative decrease of the objective).
+    max_iter, tol : GES iteration limit, and the largest change of n*w_c that counts as converged.
     """
 
     eps_entropy: float = 1e-3
@@ -38,7 +38,7 @@ class PruneConfig:
     seed: int = 0
     batch_size: int = 128
     max_iter: int = 20
-    tol: float = 1e-6
+    tol: float = 1e-3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", frozenset(self.exclude))

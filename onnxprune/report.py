@@ -32,6 +32,7 @@ class Report:
     macs_before: int
     macs_after: int
     seconds: float
+    peak_memory_mb: float | None = None  # peak resident memory of this process (Unix only)
     layers: list[LayerReport] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
     timings: dict[str, float] = field(default_factory=dict)
@@ -53,6 +54,12 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def _timing_note(self) -> str:
+        parts = [f"{name} {secs:.1f}s" for name, secs in self.timings.items()]
+        if self.peak_memory_mb is not None:
+            parts.append(f"peak memory {self.peak_memory_mb:.0f} MB")
+        return f" ({', '.join(parts)})" if parts else ""
+
     def summary(self) -> str:
         """A before/after table per layer and the totals."""
         name_width = max([len(layer.name) for layer in self.layers] + [5])
@@ -68,7 +75,7 @@ class Report:
         lines.append("-" * len(head))
         lines.append(f"parameters: {self.params_before:,} -> {self.params_after:,} ({self.params_removed:.1%} removed)")
         lines.append(f"MACs:       {self.macs_before:,} -> {self.macs_after:,} ({self.macs_removed:.1%} removed)")
-        lines.append(f"wall time:  {self.seconds:.1f}s")
+        lines.append(f"wall time:  {self.seconds:.1f}s" + self._timing_note())
         frozen = [(layer.name, layer.frozen) for layer in self.layers if layer.frozen]
         if frozen or self.skipped:
             lines.append("not pruned:")
@@ -104,3 +111,15 @@ def node_macs(node: gs.Node, out_shapes: dict[str, tuple]) -> int:
         return 0
     # A Conv weight holds out x in/group x kh x kw: one MAC per weight per output pixel.
     return weight_size * int(np.prod(shape[2:]))
+
+
+def peak_memory_mb() -> float | None:
+    """Peak resident set size of this process so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

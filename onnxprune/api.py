@@ -89,7 +89,8 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
                                    rows_per_layer=config.rows_per_layer, batch_size=config.batch_size, rng=rng)
         t1 = time.perf_counter()
         keep = choose_channels(problem, group, config, layer_eps.get(name, config.eps_l2))
-        weight, bias = refit(problem, keep, ridge=config.ridge)
+        prior = original_layers[name].weight.reshape(group.consumer.out_channels, -1) if config.refit_prior else None
+        weight, bias = refit(problem, keep, ridge=config.ridge, prior=prior)
         timings["statistics"] += t1 - t0
         timings["solve"] += time.perf_counter() - t1
         if not keep.all():
@@ -140,14 +141,15 @@ def params_per_channel(group: InputChannels) -> float:
 
 
 def layer_eps_l2(groups: list[InputChannels], config: PruneConfig) -> dict[str, float]:
-    """eps_l2 per consumer: scaled by (parameters per channel / model mean) ** param_weighting.
+    """eps_l2 per consumer: scaled by (parameters the group controls / model mean) ** param_weighting.
 
-    With param_weighting = 0 every layer pays the same price per channel; with 1 a channel that
-    carries ten times the parameters is ten times as expensive to keep, which moves the pruning
-    to the wide late layers where the parameters are, and spares the early layers whose errors
-    every later layer inherits.
+    A group controls the parameters of its producer and consumer that its channels carry. With
+    param_weighting = 0 every layer pays the same price; with 1 a group that controls ten times
+    the parameters prunes under ten times the pressure, which moves the pruning to where the
+    parameters are (the wide late layers of a VGG, both sides of LeNet's big fc1) and spares the
+    small early layers whose errors every later layer inherits.
     """
-    costs = {g.consumer.name: params_per_channel(g) for g in groups if g.prunable}
+    costs = {g.consumer.name: params_per_channel(g) * g.n_channels for g in groups if g.prunable}
     if not costs:
         return {}
     mean = float(np.mean(list(costs.values())))

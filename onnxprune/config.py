@@ -21,6 +21,7 @@ class PruneConfig:
     max_samples : calibration samples used (a random subset when there are more; None = all).
     rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
     ridge : relative ridge of the final least-squares refit of the kept channels.
+    refit_prior : shrink the refit towards the original layer's weights (True) or towards 0.
     exclude : node names whose input and output channels are never pruned.
     seed : seed for the calibration subset and the pixel sampling.
     batch_size : images per onnxruntime call and per statistics batch.
@@ -34,6 +35,7 @@ class PruneConfig:
     max_samples: int | None = 1024
     rows_per_layer: int = 32768
     ridge: float = 1e-3
+    refit_prior: bool = True
     exclude: frozenset[str] = field(default_factory=frozenset)
     seed: int = 0
     batch_size: int = 128

@@ -82,19 +82,25 @@ def live_mask(problems: list[NormalisedProblem]) -> np.ndarray:
     return np.logical_or.reduce([p.live_channels for p in problems])
 
 
-def lambda_step(p: NormalisedProblem, w: np.ndarray, eps_l2: float, active: np.ndarray):
+def active_gram(p: NormalisedProblem, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The active features and their Gram sub-matrix (shared by both steps of an iteration)."""
+    feats = np.flatnonzero(active[p.channel_of_feature])
+    return feats, (p.gram if feats.size == p.gram.shape[0] else p.gram[np.ix_(feats, feats)])
+
+
+def lambda_step(p: NormalisedProblem, w: np.ndarray, eps_l2: float, active: np.ndarray, sub=None):
     """Closed-form ridge: Lambda = C D (D G D + eps_l2/n^2 I)^-1 on the active features.
 
     Returns (lam, q, feats) with lam and q of shape (m, |feats|). Solved in the Lambda form, which
-    stays well conditioned when some w are tiny (the Q form would divide by w^2).
+    stays well conditioned when some w are tiny (the Q form would divide by w^2). ``sub`` is
+    :func:`active_gram`'s result when the caller already has it.
     """
-    feats = np.flatnonzero(active[p.channel_of_feature])
+    feats, gram = sub if sub is not None else active_gram(p, active)
     # Large problems arrive in float32 (see problem.normalise): 3x faster solves here, and only
     # the selection depends on them, not the final weights.
     dtype = p.gram.dtype
     d_w = w[p.channel_of_feature[feats]].astype(dtype)
-    scaled = p.gram[np.ix_(feats, feats)] if feats.size < p.gram.shape[0] else p.gram.copy()
-    scaled *= d_w[:, None]
+    scaled = gram * d_w[:, None]
     scaled *= d_w[None, :]
     scaled[np.diag_indices_from(scaled)] += eps_l2 / p.n_channels**2
     rhs = (p.cross[:, feats] * d_w[None, :]).T.astype(dtype)
@@ -142,18 +148,18 @@ def objective(problems, w, lams, qs, feats_list, eps_entropy, eps_l2) -> float:
     return float(total + eps_entropy * np.sum(w[pos] * np.log(w[pos])))
 
 
-def w_step_terms(problems, lams, feats_list, active):
+def w_step_terms(problems, lams, feats_list, active, grams=None):
     """The quadratic f(w) = const - 2 b.w + w.A.w over the active channels, summed over problems."""
     idx = np.flatnonzero(active)
     n = problems[0].n_channels
     a_mat = np.zeros((n, n))
     b_vec = np.zeros(n)
     const = 0.0
-    for p, lam, feats in zip(problems, lams, feats_list):
+    for k, (p, lam, feats) in enumerate(zip(problems, lams, feats_list)):
         m = p.target_var.size
         chans = p.channel_of_feature[feats]
         b_vec += np.bincount(chans, weights=np.sum(p.cross[:, feats] * lam, axis=0), minlength=n) / m
-        gram = p.gram[np.ix_(feats, feats)] if feats.size < p.gram.shape[0] else p.gram
+        gram = grams[k] if grams is not None else active_gram(p, active)[1]
         a_mat += _block_sum(gram * (lam.T @ lam), chans, n) / m
         const += p.target_var.sum() / m
     return a_mat[np.ix_(idx, idx)], b_vec[idx], const
@@ -277,8 +283,11 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
     converged = False
     it = 0
     change = np.inf
+    subs, subs_for = None, None
     for it in range(1, options.max_iter + 1):
-        steps = [lambda_step(p, w, options.eps_l2, active) for p in problems]
+        if subs_for is None or not np.array_equal(active, subs_for):
+            subs, subs_for = [active_gram(p, active) for p in problems], active.copy()
+        steps = [lambda_step(p, w, options.eps_l2, active, sub) for p, sub in zip(problems, subs)]
         lams, qs, feats_list = (list(x) for x in zip(*steps))
         if options.track_objective:
             history.append(objective(problems, w, lams, qs, feats_list, options.eps_entropy, options.eps_l2))
@@ -286,7 +295,7 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
             converged = True
             break
         previous = w
-        a_mat, b_vec, _ = w_step_terms(problems, lams, feats_list, active)
+        a_mat, b_vec, _ = w_step_terms(problems, lams, feats_list, active, [sub[1] for sub in subs])
         w_active = simplex_newton(a_mat, b_vec, options.eps_entropy, w[active])
         w = np.zeros(n)
         w[active] = w_active

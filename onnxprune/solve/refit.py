@@ -14,13 +14,22 @@ from scipy import linalg
 from onnxprune.solve.problem import LayerProblem
 
 
-def refit(problem: LayerProblem, keep_channels: np.ndarray, *, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return (Q, b): Q of shape (m, kept features) in feature order, b of shape (m,)."""
+def refit(problem: LayerProblem, keep_channels: np.ndarray, *, ridge: float,
+          prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (Q, b): Q of shape (m, kept features) in feature order, b of shape (m,).
+
+    With ``prior`` (m, all features), the ridge pulls Q towards prior[:, kept] instead of towards
+    zero: Q = (C_K + r P_K)(G_KK + r I)^-1. The original layer's weights are a good prior (the
+    pruned network's inputs are close to the original ones), and shrinking towards them instead
+    of towards 0 keeps a refit from fitting the calibration noise where samples are few.
+    """
     feats = np.flatnonzero(keep_channels[problem.channel_of_feature])
     gram = problem.gram[np.ix_(feats, feats)].copy()
     scale = float(np.mean(np.diag(gram))) if feats.size else 0.0
     gram[np.diag_indices_from(gram)] += ridge * scale + np.finfo(float).tiny
     cross = problem.cross[:, feats]
+    if prior is not None:
+        cross = cross + ridge * scale * prior[:, feats]
     try:
         q = linalg.cho_solve(linalg.cho_factor(gram, check_finite=False), cross.T, check_finite=False).T
     except linalg.LinAlgError:

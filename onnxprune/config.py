@@ -29,7 +29,7 @@ class PruneConfig:
     """
 
     eps_entropy: float = 1e-3
-    eps_l2: float = 1e-2
+    eps_l2: float = 0.8
     threshold: float = 0.5
     param_weighting: float = 1.0
     max_samples: int | None = 1024

@@ -46,7 +46,7 @@ def test_zero_weight_channels_are_removed_and_outputs_reproduced():
     # The fc regression has 12 * 16 = 192 features: the calibration set must have more samples
     # than that for the unregularised (ridge=0) refit to recover the weights exactly.
     calib = random_inputs(original, 256, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0)
+    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
     layers = _layers(report)
 
     assert layers["conv2"].in_channels_before == 8
@@ -117,7 +117,7 @@ def test_transpose_model_prunes_and_reports_frozen_reason():
 def test_matmul_head_prunes_and_runs():
     original = matmul_head()
     calib = random_inputs(original, 64, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0)
+    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
     _check_interface(pruned, original)
     assert _layers(report)["fc"].in_channels_before == 8
     x = random_inputs(original, 32, seed=3)

@@ -208,8 +208,8 @@ def simplex_newton(a_mat, b_vec, eps_entropy, w0, *, tol=1e-12, max_iter=200) ->
     return w / w.sum()
 
 
-def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 8, grid: int = 33,
-                   inner: int = 60) -> np.ndarray:
+def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 6, grid: int = 33,
+                   inner: int = 50) -> np.ndarray:
     """Minimise sum_c penalty_c / w_c^2 + eps * sum w log w over the simplex (Q = Lambda D(w) held fixed).
 
     With Q fixed, ||Lambda||^2 = sum_c ||Q_c||^2 / w_c^2, so this is the exact minimisation of L
@@ -260,9 +260,9 @@ def compress_targets(p: NormalisedProblem, keep_energy: float) -> NormalisedProb
     """
     if keep_energy >= 1 or p.cross.shape[0] < 16:
         return p
-    gram = p.gram.astype(np.float64)
-    delta = 1e-3 * max(float(np.trace(gram)) / gram.shape[0], 1e-300)
-    explained = p.cross @ _spd_solve(gram + delta * np.eye(gram.shape[0]), p.cross.T.astype(np.float64))
+    gram = p.gram
+    delta = 1e-3 * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
+    explained = (p.cross @ _spd_solve(gram + delta * np.eye(gram.shape[0], dtype=gram.dtype), p.cross.T)).astype(np.float64)
     values, vectors = np.linalg.eigh((explained + explained.T) / 2)
     values, vectors = values[::-1], vectors[:, ::-1]
     energy = np.cumsum(np.maximum(values, 0)) / max(float(np.sum(np.maximum(values, 0))), 1e-300)

@@ -78,56 +78,67 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         name = group.consumer.name
         runner_original.advance_to(name)
         runner_pruned.advance_to(name)
-        input_name = group.consumer.node.inputs[0].name
-        x_pruned, x_original = runner_pruned.cache[input_name], runner_original.cache[input_name]
-        if not group.prunable and (x_pruned is x_original or np.array_equal(x_pruned, x_original)):
-            say(f"[{index}/{len(groups)}] {name}: unchanged input, kept as is ({group.frozen})")
-            seconds[name] = time.perf_counter() - layer_start
-            continue
-        t0 = time.perf_counter()
-        problem = layer_statistics(original_layers[name], x_pruned, x_original, block=group.block,
-                                   rows_per_layer=config.rows_per_layer, batch_size=config.batch_size, rng=rng)
-        t1 = time.perf_counter()
-        keep = choose_channels(problem, group, config, layer_eps.get(name, config.eps_l2))
-        prior = original_layers[name].weight.reshape(group.consumer.out_channels, -1) if config.refit_prior else None
-        weight, bias = refit(problem, keep, ridge=config.ridge, prior=prior)
-        timings["statistics"] += t1 - t0
-        timings["solve"] += time.perf_counter() - t1
-        if not keep.all():
-            remove_channels(group, keep)
-            _slice_cached(runner_pruned, group, keep)
-        set_weights(group.consumer, weight.reshape(group.consumer.weight.shape[:1] + (-1,) + group.consumer.weight.shape[2:]), bias)
+        note = _prune_layer(group, original_layers[name], runner_pruned, runner_original, config,
+                            layer_eps.get(name, config.eps_l2), rng, timings)
         seconds[name] = time.perf_counter() - layer_start
-        note = "" if group.prunable else f" (frozen: {group.frozen})"
-        say(f"[{index}/{len(groups)}] {name}: {problem.n_channels} -> {int(keep.sum())} input channels, "
-            f"{problem.n_samples} rows, {seconds[name]:.1f}s{note}")
-
+        say(f"[{index}/{len(groups)}] {name}: {note}, {seconds[name]:.1f}s")
     timings["forward"] = runner_original.seconds + runner_pruned.seconds
+
     result = export(pruned, model)
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
-    final_shapes = tensor_shapes(result)
-    layers = [
-        LayerReport(
-            name=group.consumer.name, op_type=group.consumer.node.op,
-            channels_before=out_before[group.consumer.name], channels_after=group.consumer.out_channels,
-            in_channels_before=in_before[group.consumer.name], in_channels_after=group.consumer.in_channels,
-            params_before=_layer_params(original_layers[group.consumer.name]),
-            params_after=_layer_params(group.consumer),
-            macs_before=macs_before[group.consumer.name],
-            macs_after=node_macs(group.consumer.node, final_shapes),
-            seconds=round(seconds.get(group.consumer.name, 0.0), 3),
-            frozen=group.frozen,
-        )
-        for group in groups
-    ]
-    report = Report(
-        params_before=params_before, params_after=count_params(to_graph(result)),
-        macs_before=sum(macs_before.values()),
-        macs_after=sum(node_macs(node, final_shapes) for node in to_graph(result).nodes),
-        seconds=round(time.perf_counter() - started, 3), peak_memory_mb=peak_memory_mb(), layers=layers, skipped=skipped,
-        timings={k: round(v, 3) for k, v in timings.items()},
-    )
+    before = {"params": params_before, "macs": macs_before, "in": in_before, "out": out_before}
+    report = _build_report(result, groups, original_layers, before, seconds, timings, skipped, started)
     return result, report
+
+
+def _prune_layer(group: InputChannels, original: Layer, runner_pruned: SegmentRunner, runner_original: SegmentRunner,
+                 config: PruneConfig, eps_l2: float, rng: np.random.Generator, timings: dict[str, float]) -> str:
+    """Record, select, refit and rewrite one layer; return a progress note."""
+    input_name = group.consumer.node.inputs[0].name
+    x_pruned, x_original = runner_pruned.cache[input_name], runner_original.cache[input_name]
+    if not group.prunable and (x_pruned is x_original or np.array_equal(x_pruned, x_original)):
+        return f"unchanged input, kept as is ({group.frozen})"
+    t0 = time.perf_counter()
+    problem = layer_statistics(original, x_pruned, x_original, block=group.block,
+                               rows_per_layer=config.rows_per_layer, batch_size=config.batch_size, rng=rng)
+    t1 = time.perf_counter()
+    keep, iterations = choose_channels(problem, group, config, eps_l2)
+    prior = original.weight.reshape(original.out_channels, -1) if config.refit_prior else None
+    weight, bias = refit(problem, keep, ridge=config.ridge, prior=prior)
+    timings["statistics"] += t1 - t0
+    timings["solve"] += time.perf_counter() - t1
+    if not keep.all():
+        remove_channels(group, keep)
+        _slice_cached(runner_pruned, group, keep)
+    shape = group.consumer.weight.shape
+    set_weights(group.consumer, weight.reshape(shape[:1] + (-1,) + shape[2:]), bias)
+    how = f"GES {iterations} iterations" if group.prunable else f"refit only, frozen: {group.frozen}"
+    return f"{problem.n_channels} -> {int(keep.sum())} input channels ({problem.n_samples} rows, {how})"
+
+
+def _build_report(result: onnx.ModelProto, groups: list[InputChannels], original_layers: dict[str, Layer],
+                  before: dict, seconds: dict[str, float], timings: dict[str, float], skipped: dict[str, str],
+                  started: float) -> Report:
+    final_shapes = tensor_shapes(result)
+    final_graph = to_graph(result)
+    layers = []
+    for group in groups:
+        name = group.consumer.name
+        layers.append(LayerReport(
+            name=name, op_type=group.consumer.node.op,
+            channels_before=before["out"][name], channels_after=group.consumer.out_channels,
+            in_channels_before=before["in"][name], in_channels_after=group.consumer.in_channels,
+            params_before=_layer_params(original_layers[name]), params_after=_layer_params(group.consumer),
+            macs_before=before["macs"][name], macs_after=node_macs(group.consumer.node, final_shapes),
+            seconds=round(seconds.get(name, 0.0), 3), frozen=group.frozen,
+        ))
+    return Report(
+        params_before=before["params"], params_after=count_params(final_graph),
+        macs_before=sum(before["macs"].values()),
+        macs_after=sum(node_macs(node, final_shapes) for node in final_graph.nodes),
+        seconds=round(time.perf_counter() - started, 3), peak_memory_mb=peak_memory_mb(), layers=layers,
+        skipped=skipped, timings={k: round(v, 3) for k, v in timings.items()},
+    )
 
 
 def params_per_channel(group: InputChannels) -> float:
@@ -156,14 +167,15 @@ def layer_eps_l2(groups: list[InputChannels], config: PruneConfig) -> dict[str, 
     return {name: config.eps_l2 * (cost / mean) ** config.param_weighting for name, cost in costs.items()}
 
 
-def choose_channels(problem: LayerProblem, group: InputChannels, config: PruneConfig, eps_l2: float) -> np.ndarray:
-    """GES selection for a prunable group; all channels for a frozen one."""
+def choose_channels(problem: LayerProblem, group: InputChannels, config: PruneConfig,
+                    eps_l2: float) -> tuple[np.ndarray, int]:
+    """GES selection for a prunable group (keep mask, iterations); all channels for a frozen one."""
     if not group.prunable:
-        return np.ones(problem.n_channels, dtype=bool)
+        return np.ones(problem.n_channels, dtype=bool), 0
     normalised = normalise(problem, output_gain(group.consumer))
     options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=eps_l2, max_iter=config.max_iter, tol=config.tol)
     result = solve_ges([normalised], options)
-    return select_channels(result.weights, threshold=config.threshold)
+    return select_channels(result.weights, threshold=config.threshold), result.n_iter
 
 
 def _slice_cached(runner: SegmentRunner, group: InputChannels, keep: np.ndarray) -> None:

@@ -20,7 +20,7 @@ DEFAULTS = PruneConfig()
     epilog="""\b
 Examples:
   onnxprune models/lenet5_mnist.onnx lenet5_pruned.onnx --calib models/mnist_calib.npy
-  onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 3 --report report.json
+  onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 1 --report report.json
   onnxprune net.onnx net_small.onnx --calib x.npz --exclude /features/0/Conv --quiet
 
 \b
@@ -40,6 +40,11 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               show_default=True, help="GES entropy weight; larger spreads the channel weights more evenly.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=DEFAULTS.threshold, show_default=True,
               help="Keep an input channel when its GES weight is at least this fraction of the uniform weight.")
+@click.option("--param-weighting", type=click.FloatRange(min=0), default=DEFAULTS.param_weighting, show_default=True,
+              help="Scale each layer's --eps-l2 by (parameters its channels control / model mean) to this power: "
+                   "0 treats all layers alike, 1 prunes hardest where the parameters are.")
+@click.option("--max-iter", type=click.IntRange(min=1), default=DEFAULTS.max_iter, show_default=True,
+              help="GES iterations per layer at most; more iterations remove a few more channels.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Never prune the input or output channels of this node (repeatable). Names are in the summary.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.json",
@@ -48,7 +53,8 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               help="Seed for the calibration subset and pixel sampling; same seed, same result.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-layer progress and no table: one result line.")
 def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float, eps_entropy: float,
-         threshold: float, exclude: tuple[str, ...], report_path: Path | None, seed: int, quiet: bool) -> None:
+         threshold: float, param_weighting: float, max_iter: int, exclude: tuple[str, ...],
+         report_path: Path | None, seed: int, quiet: bool) -> None:
     """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
     weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
 
@@ -57,7 +63,9 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
     from onnxprune.errors import OnnxPruneError
 
     try:
-        _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, exclude, report_path, seed, quiet)
+        config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
+                             param_weighting=param_weighting, max_iter=max_iter, exclude=frozenset(exclude), seed=seed)
+        _run(in_path, out_path, calib, config, report_path, quiet)
     except OnnxPruneError as exc:
         click.echo(f"onnxprune: error: {exc}", err=True)
         sys.exit(1)
@@ -66,9 +74,7 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
         sys.exit(130)
 
 
-def _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, exclude, report_path, seed, quiet):
-    import warnings
-
+def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report_path: Path | None, quiet: bool) -> None:
     from onnxprune.api import prune
     from onnxprune.errors import OutputError
     from onnxprune.graph.io import check_writable, save_model, write_text
@@ -80,12 +86,8 @@ def _run(in_path, out_path, calib, samples, eps_l2, eps_entropy, threshold, excl
     for path in (out_path, report_path):
         if path is not None:
             check_writable(path)
-    config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
-                         exclude=frozenset(exclude), seed=seed)
     progress = None if quiet else (lambda line: click.echo(line, err=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # solver notes are in the per-layer progress lines
-        model, report = prune(in_path, calib, config, progress=progress)
+    model, report = prune(in_path, calib, config, progress=progress)
     save_model(model, out_path)
     if report_path is not None:
         write_text(report.to_json(), report_path)

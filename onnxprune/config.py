@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from onnxprune.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Options of :func:`onnxprune.prune`; every field is also a CLI option.
+    """Options of :func:`onnxprune.prune`.
+
+    The CLI exposes eps_l2, eps_entropy, threshold, max_samples (--samples), exclude and seed;
+    the other fields tune the internals and are set from Python.
 
     Attributes
     ----------
     eps_entropy : weight of the entropy term  +eps * sum w log w  (> 0; larger spreads w out).
     eps_l2 : ridge weight on Lambda; the main sparsity knob (larger removes more channels).
     threshold : keep input channel c when n_channels * w_c >= threshold (1 = the uniform weight).
-    param_weighting : each layer's eps_l2 is scaled by (parameters per channel / model mean) to this
-        power: 0 treats all layers alike, 1 prices a channel by the parameters it carries.
+    param_weighting : each layer's eps_l2 is scaled by (parameters its channel group controls /
+        model mean) to this power: 0 treats all layers alike, 1 prunes hardest where the
+        parameters are (see docs/method.md for the measurements).
     max_samples : calibration samples used (a random subset when there are more; None = all).
     rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
     ridge : relative ridge of the final least-squares refit of the kept channels.
@@ -58,7 +62,3 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
-
-    @classmethod
-    def option_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

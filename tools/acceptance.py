@@ -7,7 +7,8 @@ on the full test set. With ``--eps-l2 a,b,c`` it sweeps the main knob and also r
 sparsest setting within ``--max-loss`` points.
 
     python tools/acceptance.py                              # defaults, LeNet-5 and VGG-16
-    python tools/acceptance.py --models vgg16_cifar10 --eps-l2 0.5,1,2 --out docs/vgg-sweep.json
+    python tools/acceptance.py --models vgg16_cifar10 --eps-l2 0.5,1,2 --out docs/results/vgg-sweep.json
+    python tools/acceptance.py --models vgg16_cifar10 --eps-l2 0.5,1 --extra "--param-weighting 0"
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def main() -> None:
     parser.add_argument("--max-loss", type=float, default=0.5, help="accuracy loss (pt) allowed for 'best sparsity'")
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="also write all rows as JSON here")
+    parser.add_argument("--extra", default="", help="more onnxprune options for every run, e.g. '--param-weighting 0'")
     args = parser.parse_args()
-    settings = [[]] + [["--eps-l2", v] for v in args.eps_l2.split(",") if v]
+    extra = args.extra.split()
+    settings = [extra] + [extra + ["--eps-l2", v] for v in args.eps_l2.split(",") if v]
     print(HEADER, flush=True)
     rows = [row for name in args.models for row in run(name, settings, args.samples, args.seed, args.shared)]
     for name in args.models:

@@ -5,6 +5,7 @@ Heavy imports (onnx, onnxruntime, numpy) happen inside the command so that --hel
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
     except KeyboardInterrupt:
         click.echo("onnxprune: interrupted; nothing was written", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: still one line and no file, the details on request
+        if os.environ.get("ONNXPRUNE_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        click.echo(f"onnxprune: internal error: {type(exc).__name__}: {first} (nothing was written; "
+                   "rerun with ONNXPRUNE_DEBUG=1 for the traceback and please report it)", err=True)
+        sys.exit(1)
 
 
 def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report_path: Path | None, quiet: bool) -> None:

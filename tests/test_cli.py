@@ -224,3 +224,20 @@ def test_readme_main_command_end_to_end(tmp_path):
     # The defaults must actually prune the quick-start model substantially.
     assert report["params_after"] < 0.5 * report["params_before"]
     assert "parameters:" in proc.stdout and "[2/4]" in proc.stderr
+
+
+def test_unexpected_failure_is_one_line_without_traceback(tmp_path, monkeypatch):
+    """A bug inside prune() must still reach the user as one line, exit 1 and no file."""
+    import onnxprune.api
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr(onnxprune.api, "prune", broken)
+    monkeypatch.delenv("ONNXPRUNE_DEBUG", raising=False)
+    out = tmp_path / "out.onnx"
+    result = _invoke(QUICK_MODEL, out, "--calib", QUICK_CALIB)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxprune: internal error: ValueError: boom")
+    assert "Traceback" not in result.stderr and not out.exists()

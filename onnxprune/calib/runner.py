@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -71,8 +72,6 @@ class SegmentRunner:
 
     def advance_to(self, node_name: str) -> None:
         """Execute every node before ``node_name`` not yet executed."""
-        import time
-
         stop = self.order.index(node_name)
         if stop < self.position:
             raise ValueError(f"node '{node_name}' was already passed")
@@ -95,8 +94,7 @@ class SegmentRunner:
         log.debug("ran %d nodes up to '%s' in %.2fs", len(nodes), node_name, time.perf_counter() - start_time)
 
     def _run(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> dict[str, np.ndarray]:
-        n = len(next(iter(self.cache.values()))) if self.cache else 0
-        if outputs and not inputs:
+        if not inputs:
             raise ValueError("a segment with outputs but no inputs")
         n = len(self.cache[inputs[0]])
         collected: dict[str, np.ndarray] = {}

@@ -36,14 +36,14 @@ class _Builder:
         return output
 
     def conv(self, name: str, x: str, c_in: int, c_out: int, *, k: int = 3, pad: int = 1, bias: bool = False,
-             zero_in: Sequence[int] = ()) -> str:
+             zero_in: Sequence[int] = (), stride: int = 1) -> str:
         fan_in = c_in * k * k
         w = (self.rng.standard_normal((c_out, c_in, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         w[:, list(zero_in)] = 0.0
         inputs = [x, self.const(f"{name}.weight", w)]
         if bias:
             inputs.append(self.const(f"{name}.bias", (0.1 * self.rng.standard_normal(c_out)).astype(np.float32)))
-        return self.node("Conv", name, inputs, kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1])
+        return self.node("Conv", name, inputs, kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
 
     def bn(self, name: str, x: str, c: int) -> str:
         scale = self.rng.uniform(0.5, 1.5, c).astype(np.float32)
@@ -141,6 +141,38 @@ def matmul_head(seed: int = 0) -> onnx.ModelProto:
     bias = (0.1 * b.rng.standard_normal(10)).astype(np.float32)
     b.node("Add", "fc_bias", [x, b.const("fc.bias", bias)], OUTPUT)
     return b.model("matmul_head", (3, 8, 8), 10)
+
+
+def random_chain(blocks: Sequence[tuple[int, int, int, bool, str | None, bool]], head: str, hidden: int | None,
+                 seed: int = 0) -> onnx.ModelProto:
+    """A plain CNN from pieces, for property-based tests. Input (batch, 3, 12, 12), 10 outputs.
+
+    ``blocks``: (out channels, kernel 1|3, stride 1|2, BatchNormalization?, activation op or None,
+    MaxPool 2?) per conv block; ``head``: "flatten" or "gap" (GlobalAveragePool then Flatten);
+    ``hidden``: width of an optional Gemm + Relu before the final Gemm.
+    """
+    b = _Builder(seed)
+    x, channels, size = INPUT, 3, 12
+    for i, (c_out, k, stride, bn, act, pool) in enumerate(blocks, start=1):
+        x = b.conv(f"conv{i}", x, channels, c_out, k=k, pad=k // 2, bias=not bn, stride=stride)
+        channels, size = c_out, -(-size // stride)
+        if bn:
+            x = b.bn(f"bn{i}", x, c_out)
+        if act:
+            x = b.node(act, f"act{i}", [x])
+        if pool and size >= 2:
+            x = b.node("MaxPool", f"pool{i}", [x], kernel_shape=[2, 2], strides=[2, 2])
+            size //= 2
+    if head == "gap":
+        x = b.node("GlobalAveragePool", "gap", [x])
+        size = 1
+    x = b.node("Flatten", "flatten", [x], axis=1)
+    features = channels * size * size
+    if hidden:
+        x = b.node("Relu", "fc_act", [b.gemm("fc_hidden", x, features, hidden, block=size * size)])
+        features = hidden
+    b.gemm("fc", x, features, 10, output=OUTPUT)
+    return b.model("random_chain", (3, 12, 12), 10)
 
 
 def random_inputs(model: onnx.ModelProto, n: int, seed: int = 0) -> np.ndarray:

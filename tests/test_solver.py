@@ -68,6 +68,7 @@ def test_q_fixed_w_step_satisfies_kkt():
     eps = 1e-3
     w = q_fixed_w_step(penalty, eps)
     assert q_fixed_w_step(np.array([0.0, 0.1, 0.2]), eps)[0] < 1e-100  # nothing to gain: no weight
+    assert q_fixed_w_step(np.array([0.3]), eps).tolist() == [1.0]  # one channel: the simplex is a point
     assert abs(w.sum() - 1) < 1e-12 and np.all(w > 0)
     stationarity = -2 * penalty / w**3 + eps * (np.log(w) + 1)
     assert np.ptp(stationarity) < 1e-6 * max(1, np.abs(stationarity).max())

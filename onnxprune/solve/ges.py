@@ -218,6 +218,8 @@ def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 6, 
     unique; sum_c w_c(nu) = 1 fixes nu. Both are found by bisection, vectorised over channels and
     over a grid of nu values that is refined round after round.
     """
+    if penalty.size <= 1:
+        return np.ones(penalty.size)  # the simplex of one channel is a point
     with np.errstate(divide="ignore"):
         log_p = np.log(np.maximum(penalty, 0.0))[:, None]  # -inf for a zero penalty: w_c(nu) = e^(-nu/eps - 1)
 
@@ -235,9 +237,13 @@ def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 6, 
     with np.errstate(over="ignore", divide="ignore"):
         # sum_c w_c(nu) decreases in nu: bracket the nu where it crosses 1, then refine.
         nu_lo, nu_hi = -1.0, 1.0
-        while w_of(np.array([nu_lo])).sum() < 1:
+        for _ in range(60):  # 4^60: far beyond any scale the normalised problems reach
+            if w_of(np.array([nu_lo])).sum() >= 1:
+                break
             nu_lo *= 4
-        while w_of(np.array([nu_hi])).sum() > 1:
+        for _ in range(60):
+            if w_of(np.array([nu_hi])).sum() <= 1:
+                break
             nu_hi *= 4
         for _ in range(rounds):
             nus = np.linspace(nu_lo, nu_hi, grid)

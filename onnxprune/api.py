@@ -19,6 +19,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import ModelError
 from onnxprune.graph.analysis import InputChannels, Layer, analyse, output_gain
 from onnxprune.graph.io import check_model, export, load_model, to_graph
+from onnxprune.graph.rules import per_channel_params
 from onnxprune.report import LayerReport, Report, count_params, node_macs, peak_memory_mb
 from onnxprune.rewrite import remove_channels, set_weights
 from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
@@ -146,8 +147,7 @@ def params_per_channel(group: InputChannels) -> float:
     per-channel vectors on the path) plus the consumer's weights that read the channel."""
     consumer = group.consumer.weight.size / group.n_channels
     producer = group.producer.weight.size / group.producer.out_channels + 1 if group.producer else 0.0
-    path = sum(t.values.size for node in group.path for t in node.inputs[1:]
-               if hasattr(t, "values") and t.values.size == group.n_channels) / group.n_channels
+    path = sum(t.values.size for node in group.path for t in per_channel_params(node)) / group.n_channels
     return consumer + producer + path
 
 

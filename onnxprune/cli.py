@@ -61,7 +61,7 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
 
     Progress goes to stderr, the before/after summary to stdout.
     """
-    from onnxprune.errors import OnnxPruneError
+    from onnxprune.errors import OnnxPruneError, first_line
 
     try:
         config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
@@ -76,8 +76,7 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
     except Exception as exc:  # a bug of ours: still one line and no file, the details on request
         if os.environ.get("ONNXPRUNE_DEBUG"):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0]
-        click.echo(f"onnxprune: internal error: {type(exc).__name__}: {first} (nothing was written; "
+        click.echo(f"onnxprune: internal error: {type(exc).__name__}: {first_line(exc)} (nothing was written; "
                    "rerun with ONNXPRUNE_DEBUG=1 for the traceback and please report it)", err=True)
         sys.exit(1)
 

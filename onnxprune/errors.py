@@ -5,6 +5,12 @@ so that the CLI can print it as a single line and exit non-zero.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty), so errors stay one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class OnnxPruneError(Exception):
     """Base class: anything onnxprune refuses to do, with a one-line reason."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.analysis import InputChannels, Layer
+from onnxprune.graph.analysis import InputChannels, Layer, following_batchnorm
+from onnxprune.graph.rules import per_channel_params
 
 
 def remove_channels(group: InputChannels, keep: np.ndarray) -> None:
@@ -21,9 +22,8 @@ def remove_channels(group: InputChannels, keep: np.ndarray) -> None:
         raise ValueError(f"'{group.consumer.name}': cannot remove channels without a producer")
     _remove_output_channels(group.producer, keep)
     for node in group.path:
-        for tensor in node.inputs[1:]:
-            if isinstance(tensor, gs.Constant) and tensor.values.size == keep.size:
-                tensor.values = slice_per_channel(np.asarray(tensor.values), keep)
+        for tensor in per_channel_params(node):
+            tensor.values = slice_per_channel(np.asarray(tensor.values), keep)
     if group.flatten is not None and group.flatten.op == "Reshape":
         shape = group.flatten.inputs[1]
         # (N, C*H*W) with C reduced: keep the batch dim, let the rest follow.
@@ -86,10 +86,10 @@ def set_weights(layer: Layer, weight: np.ndarray, bias: np.ndarray) -> None:
 
 def _following_norm_mean(node: gs.Node, n_channels: int) -> gs.Constant | None:
     """The running-mean constant of a BatchNormalization that alone consumes the node's output."""
-    consumers = node.outputs[0].outputs
-    if len(consumers) != 1 or consumers[0].op != "BatchNormalization":
+    bn = following_batchnorm(node)
+    if bn is None:
         return None
-    mean = consumers[0].inputs[3]
+    mean = bn.inputs[3]
     if not isinstance(mean, gs.Constant) or len(mean.outputs) != 1 or mean.values.size != n_channels:
         return None
     return mean

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.errors import CalibrationError
+from onnxprune.errors import CalibrationError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _read_file(file: Path, specs: list[InputSpec]) -> list[np.ndarray]:
         else:
             arrays = None
     except _LOAD_ERRORS as exc:
-        raise CalibrationError(f"cannot read '{file}' as .npy/.npz: {_short(exc)}") from None
+        raise CalibrationError(f"cannot read '{file}' as .npy/.npz: {first_line(exc)}") from None
     if arrays is None:  # a single .npy array
         if len(names) != 1:
             raise CalibrationError(
@@ -247,9 +247,3 @@ def _check_array(arr: np.ndarray, spec: InputSpec, file: Path) -> np.ndarray:
 def _kind(dtype: np.dtype) -> str:
     """Group signed and unsigned integers together: int-to-int casts are allowed."""
     return "int" if dtype.kind in "iu" else dtype.kind
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception message, so the error stays one line."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -142,8 +142,7 @@ def trace_input_channels(layer: Layer, by_node: dict[str, Layer], shapes: dict[s
         if producer is not None:
             return _attach_producer(group, producer)
         if node.op in CHANNELWISE:
-            n_channels = group.n_channels if group.flatten is None else _channels_before_flatten(group, shapes)
-            problem = channelwise_problem(node, n_channels)
+            problem = channelwise_problem(node, group.n_channels)  # before a Flatten: its C
             if problem:
                 group.frozen = f"{node.op} '{node.name}': {problem}"
                 return group
@@ -161,10 +160,6 @@ def trace_input_channels(layer: Layer, by_node: dict[str, Layer], shapes: dict[s
             group.frozen = f"channels pass through {node.op} '{node.name}', which has no channel rule"
             return group
         tensor = node.inputs[0]
-
-
-def _channels_before_flatten(group: InputChannels, shapes: dict[str, tuple]) -> int:
-    return int(shapes[group.flatten.inputs[0].name][1])
 
 
 def _attach_producer(group: InputChannels, producer: Layer) -> InputChannels:
@@ -188,13 +183,18 @@ def analyse(graph: gs.Graph, shapes: dict[str, tuple], exclude: frozenset[str] =
     return groups, skipped
 
 
+def following_batchnorm(node: gs.Node) -> gs.Node | None:
+    """The BatchNormalization that alone consumes the node's output, if there is one."""
+    consumers = node.outputs[0].outputs
+    return consumers[0] if len(consumers) == 1 and consumers[0].op == "BatchNormalization" else None
+
+
 def output_gain(layer: Layer) -> np.ndarray | None:
     """|gamma / sqrt(var + eps)| of a BatchNormalization right after the layer: how much an error on
     each output channel is amplified downstream. None when no such BatchNormalization follows."""
-    out = layer.node.outputs[0]
-    if len(out.outputs) != 1 or out.outputs[0].op != "BatchNormalization":
+    bn = following_batchnorm(layer.node)
+    if bn is None:
         return None
-    bn = out.outputs[0]
     scale, var = constant_values(bn.inputs[1]), constant_values(bn.inputs[4])
     if scale is None or var is None or scale.size != layer.out_channels or var.size != layer.out_channels:
         return None

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune.errors import ModelError, OutputError
+from onnxprune.errors import ModelError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises several unrelated types for a garbage file
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {first_line(exc)})") from None
     return check_model(model, str(path))
 
 
@@ -35,11 +35,11 @@ def check_model(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelError(f"{where}: fails onnx.checker: {_first_line(exc)}") from None
+        raise ModelError(f"{where}: fails onnx.checker: {first_line(exc)}") from None
     try:
         return onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
-        raise ModelError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+        raise ModelError(f"{where}: shape inference failed: {first_line(exc)}") from None
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -129,8 +129,3 @@ def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
         value = tensor.inputs[0].attrs.get("value")
         return np.asarray(value.values) if value is not None else None
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

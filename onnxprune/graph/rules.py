@@ -61,6 +61,16 @@ def channelwise_problem(node: gs.Node, n_channels: int) -> str | None:
     return None
 
 
+def per_channel_params(node: gs.Node) -> list[gs.Constant]:
+    """The constants of a channelwise node that hold one value per channel (sliced with them).
+
+    Only meaningful once :func:`channelwise_problem` has accepted the node; a scalar in a
+    per-channel slot (a PRelu with one slope) is shared by all channels and not listed.
+    """
+    return [node.inputs[i] for i in CHANNELWISE[node.op].per_channel_inputs
+            if i < len(node.inputs) and isinstance(node.inputs[i], gs.Constant) and node.inputs[i].values.size > 1]
+
+
 def flatten_problem(node: gs.Node, in_shape: tuple | None, out_shape: tuple | None) -> str | None:
     """A Flatten/Reshape may sit between a producer and a Gemm only if it maps (N,C,H,W) to (N,C*H*W)."""
     if in_shape is None or out_shape is None or len(out_shape) != 2 or len(in_shape) < 2:

@@ -1,4 +1,4 @@
-"""Turn one layer's cached input activations into its regression statistics.
+"""Turn a layer's input activations into its regression statistics, batch by batch.
 
 X comes from the network being pruned (so the regression corrects the errors of layers already
 pruned); Y is the layer's output in the original network, computed here from the original
@@ -11,39 +11,72 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
+from onnxprune.calib.runner import make_session, segment_bytes
 from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
 from onnxprune.graph.analysis import Layer
 from onnxprune.solve.problem import LayerProblem
 
 
-def layer_statistics(original: Layer, x_pruned: np.ndarray, x_original: np.ndarray, *, block: int,
-                     rows_per_layer: int, batch_size: int, rng: np.random.Generator) -> LayerProblem:
-    """Statistics of the regression (pruned-network input) -> (original layer output).
+class LayerRecorder:
+    """Accumulates the statistics of (pruned-network input) -> (original layer output).
 
-    ``block`` is the number of features per input channel of ``x_pruned`` (kh*kw for a Conv's
-    patches, H*W for a Gemm behind a Flatten, 1 otherwise).
+    ``channel_of_feature`` names the channel (in whatever numbering the caller's solve uses) of
+    each input feature: C_in*kh*kw of them for a Conv, the input width for a Gemm. ``out_rows``
+    selects the original layer's outputs that still exist.
     """
-    weight = original.weight.reshape(original.out_channels, -1).astype(np.float32)
-    bias = original.bias.astype(np.float32)
-    n_images = len(x_pruned)
-    if original.is_conv:
-        geometry = ConvGeometry.of(original.node, x_pruned.shape[2:])
-        out_hw = geometry.out_hw(x_pruned.shape[2:])
-        per_image = max(1, math.ceil(rows_per_layer / n_images))
-        n_channels = x_pruned.shape[1]
-        n_features = n_channels * block
-    else:
-        n_features = x_pruned.shape[1]
-        n_channels = n_features // block
-    moments = Moments(n_features, original.out_channels)
-    for begin in range(0, n_images, batch_size):
-        ids = np.arange(begin, min(begin + batch_size, n_images))
-        if original.is_conv:
-            images, rows, cols = sample_pixels(ids, out_hw, per_image, rng)
+
+    def __init__(self, original: Layer, channel_of_feature: np.ndarray, n_channels: int, *, n_images: int,
+                 rows_per_layer: int, rng: np.random.Generator, out_rows: np.ndarray | None = None) -> None:
+        weight = original.weight.reshape(original.out_channels, -1)
+        bias = original.bias
+        if out_rows is not None:
+            weight, bias = weight[out_rows], bias[out_rows]
+        self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
+        self.node = original.node if original.is_conv else None
+        self.per_image = max(1, math.ceil(rows_per_layer / max(n_images, 1)))
+        self.channel_of_feature, self.n_channels = np.asarray(channel_of_feature), n_channels
+        self.rng = rng
+        self.moments = Moments(len(self.channel_of_feature), len(self.weight))
+
+    def add(self, x_pruned: np.ndarray, x_original: np.ndarray) -> None:
+        """One batch of the layer's input in both networks (same images, same order)."""
+        if self.node is not None:
+            geometry = ConvGeometry.of(self.node, x_pruned.shape[2:])
+            images, rows, cols = sample_pixels(np.arange(len(x_pruned)), geometry.out_hw(x_pruned.shape[2:]),
+                                               self.per_image, self.rng)
             x = extract_patches(x_pruned, geometry, images, rows, cols)
             x0 = extract_patches(x_original, geometry, images, rows, cols)
         else:
-            x, x0 = x_pruned[ids], x_original[ids]
-        moments.add(x, x0 @ weight.T + bias)
-    return moments.problem(np.repeat(np.arange(n_channels), block), n_channels)
+            x, x0 = x_pruned, x_original
+        self.moments.add(x, x0 @ self.weight.T + self.bias)
+
+    def problem(self) -> LayerProblem:
+        return self.moments.problem(self.channel_of_feature, self.n_channels)
+
+
+def layer_statistics(recorder: LayerRecorder, x_pruned: np.ndarray, x_original: np.ndarray,
+                     batch_size: int) -> LayerProblem:
+    """Feed whole cached activations to a recorder in batches."""
+    for begin in range(0, len(x_pruned), batch_size):
+        recorder.add(x_pruned[begin:begin + batch_size], x_original[begin:begin + batch_size])
+    return recorder.problem()
+
+
+def original_statistics(graph: gs.Graph, feeds: dict[str, np.ndarray],
+                        requests: dict[str, tuple[str, LayerRecorder]], batch_size: int) -> dict[str, LayerProblem]:
+    """Statistics of layers further down the original network, in one streamed forward pass.
+
+    ``requests`` maps a layer name to (the tensor it reads, its recorder); the result maps the
+    layer name to its problem. Only one batch of activations is held at a time.
+    """
+    tensors = sorted({tensor for tensor, _ in requests.values()})
+    inputs = [t.name for t in graph.inputs]
+    session = make_session(segment_bytes(graph, {n.name for n in graph.nodes}, inputs, tensors,
+                                         {name: feeds[name].dtype for name in inputs}))
+    for begin in range(0, len(feeds[inputs[0]]), batch_size):
+        batch = dict(zip(tensors, session.run(tensors, {k: v[begin:begin + batch_size] for k, v in feeds.items()})))
+        for tensor, recorder in requests.values():
+            recorder.add(batch[tensor], batch[tensor])
+    return {name: recorder.problem() for name, (_, recorder) in requests.items()}

@@ -1,22 +1,15 @@
-"""Find the prunable layers and, for each, where its input channels come from.
-
-A *layer* is a Conv (group 1) or a Gemm/MatMul with a constant 2-D weight: a linear map the GES
-regression can reconstruct. For each layer we walk its data input back through channelwise ops
-(rules.CHANNELWISE) and at most one Flatten, to the layer that produced those channels. If the
-walk reaches such a producer along a single-consumer path, the channels are prunable: removing
-input channel c of the consumer removes output channel c of the producer and of everything on the
-path. Otherwise the channels are frozen and ``frozen`` says why.
+"""Layers: the linear nodes (Conv with group 1, Gemm/MatMul with a constant 2-D weight) whose
+input channels the GES regression selects and whose weights it reconstructs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.graph.io import constant_values
-from onnxprune.graph.rules import CHANNELWISE, FLATTENING, channelwise_problem, flatten_problem
 
 
 @dataclass(eq=False)
@@ -64,23 +57,6 @@ class Layer:
         return self.node.op == "Conv"
 
 
-@dataclass(eq=False)
-class InputChannels:
-    """The input channels of one layer and everything that must change when some are removed."""
-
-    consumer: Layer
-    n_channels: int
-    producer: Layer | None = None
-    path: list[gs.Node] = field(default_factory=list)  # channelwise nodes, producer side first
-    flatten: gs.Node | None = None
-    block: int = 1  # consumer features per channel: kh*kw for a Conv, H*W after a Flatten
-    frozen: str | None = None
-
-    @property
-    def prunable(self) -> bool:
-        return self.frozen is None
-
-
 def as_layer(node: gs.Node, shapes: dict[str, tuple]) -> tuple[Layer | None, str | None]:
     """A Layer for a supported linear node, or the reason it is not one."""
     if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
@@ -119,68 +95,6 @@ def find_layers(graph: gs.Graph, shapes: dict[str, tuple]) -> tuple[list[Layer],
         elif reason:
             skipped[node.name] = reason
     return layers, skipped
-
-
-def trace_input_channels(layer: Layer, by_node: dict[str, Layer], shapes: dict[str, tuple],
-                         graph_outputs: set[str]) -> InputChannels:
-    """Walk the consumer's data input back to the layer that produced its channels."""
-    block = int(np.prod(layer.weight.shape[2:])) if layer.is_conv else 1
-    group = InputChannels(consumer=layer, n_channels=layer.in_channels, block=block)
-    tensor = layer.node.inputs[0]
-    while True:
-        if tensor.name in graph_outputs:
-            group.frozen = f"tensor '{tensor.name}' is a graph output"
-            return group
-        if len(tensor.outputs) != 1:
-            group.frozen = f"tensor '{tensor.name}' feeds {len(tensor.outputs)} nodes (branches are not supported yet)"
-            return group
-        if not tensor.inputs:
-            group.frozen = f"channels come from graph input '{tensor.name}'"
-            return group
-        node = tensor.inputs[0]
-        producer = by_node.get(node.name)
-        if producer is not None:
-            return _attach_producer(group, producer)
-        if node.op in CHANNELWISE:
-            problem = channelwise_problem(node, group.n_channels)  # before a Flatten: its C
-            if problem:
-                group.frozen = f"{node.op} '{node.name}': {problem}"
-                return group
-            group.path.insert(0, node)
-        elif node.op in FLATTENING and group.flatten is None and not layer.is_conv:
-            problem = flatten_problem(node, shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name))
-            if problem:
-                group.frozen = problem
-                return group
-            in_shape = shapes[node.inputs[0].name]
-            group.flatten = node
-            group.block = int(np.prod(in_shape[2:]))
-            group.n_channels = int(in_shape[1])
-        else:
-            group.frozen = f"channels pass through {node.op} '{node.name}', which has no channel rule"
-            return group
-        tensor = node.inputs[0]
-
-
-def _attach_producer(group: InputChannels, producer: Layer) -> InputChannels:
-    group.producer = producer
-    if producer.out_channels != group.n_channels:
-        group.frozen = (f"'{producer.name}' has {producer.out_channels} output channels but "
-                        f"'{group.consumer.name}' sees {group.n_channels}")
-    return group
-
-
-def analyse(graph: gs.Graph, shapes: dict[str, tuple], exclude: frozenset[str] = frozenset()):
-    """Layers in topological order with their input-channel groups, and non-layer linear nodes."""
-    layers, skipped = find_layers(graph, shapes)
-    by_node = {layer.name: layer for layer in layers}
-    outputs = {t.name for t in graph.outputs}
-    groups = [trace_input_channels(layer, by_node, shapes, outputs) for layer in layers]
-    for group in groups:
-        excluded = [l.name for l in (group.consumer, group.producer) if l is not None and l.name in exclude]
-        if group.prunable and excluded:
-            group.frozen = f"'{excluded[0]}' is excluded (--exclude)"
-    return groups, skipped
 
 
 def following_batchnorm(node: gs.Node) -> gs.Node | None:

@@ -52,7 +52,39 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         if not node.name or node.name in seen:
             node.name = f"{node.name or node.op}_{index}"
         seen.add(node.name)
+    _inline_constants(graph)
     return graph
+
+
+def _inline_constants(graph: gs.Graph) -> None:
+    """Turn Constant nodes, and Identity nodes that copy an initializer, into initializers.
+
+    Exporters emit both (the dynamo exporter's Constant nodes; the TorchScript exporter's
+    Identity on a BatchNormalization bias it shares between two layers). As plain constants,
+    each reader's parameters can be sliced with its channels.
+    """
+    outputs = {t.name for t in graph.outputs}
+    changed = False
+    for node in graph.nodes:
+        if len(node.outputs) != 1 or node.outputs[0].name in outputs:
+            continue
+        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+            values = np.asarray(node.attrs["value"].values)
+        elif node.op == "Identity" and isinstance(node.inputs[0], gs.Constant):
+            values = np.array(node.inputs[0].values)  # a copy: each reader gets its own
+        else:
+            continue
+        variable = node.outputs[0]
+        for k, reader in enumerate(list(variable.outputs)):
+            # One copy per reader, named after the tensor it replaces.
+            constant = gs.Constant(variable.name if k == 0 else f"{variable.name}_{k}", values.copy())
+            for i, tensor in enumerate(reader.inputs):
+                if tensor is variable:
+                    reader.inputs[i] = constant
+        node.outputs.clear()
+        changed = True
+    if changed:
+        graph.cleanup(remove_unused_graph_inputs=False)
 
 
 def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:

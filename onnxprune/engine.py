@@ -1,0 +1,195 @@
+"""The pruning walk: layers in topological order; each unit is decided at its first consumer.
+
+At a unit's first consumer the walk has the pruned network's activations there (everything
+above is already pruned and reconstructed). The unit's other consumers lie further down, where
+the pruned network has not been reconstructed yet, so their regressions use the original
+network's statistics, gathered for all of them in one streamed forward pass before the walk.
+One joint GES solve over those regressions picks the unit's channels; they are removed from
+every producer, tensor and consumer at once; then each layer, when the walk reaches it, is
+refit on the pruned network's actual inputs to reproduce the original layer's kept outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.calib.record import LayerRecorder, layer_statistics, original_statistics
+from onnxprune.calib.runner import SegmentRunner
+from onnxprune.config import PruneConfig
+from onnxprune.graph.analysis import Layer, output_gain
+from onnxprune.graph.channels import ChannelGraph, Unit
+from onnxprune.rewrite import remove_classes, set_weights
+from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
+from onnxprune.solve.problem import LayerProblem, normalise
+from onnxprune.solve.refit import refit
+
+
+class Pruner:
+    def __init__(self, original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,
+                 feeds: dict[str, np.ndarray], config: PruneConfig) -> None:
+        self.original, self.pruned, self.channels, self.config = original, pruned, channels, config
+        self.feeds = feeds
+        self.original_layers = {node.name: Layer(node) for node in original.nodes}
+        self.original_maps = {name: ids.copy() for name, ids in channels.maps.items()}
+        self.units = channels.units()
+        self.unit_of = {layer.name: unit for unit in self.units for layer in unit.consumers}
+        self.decided: set[int] = set()
+        self.eps_l2 = unit_eps_l2(channels, self.units, config)
+        self.rng = np.random.default_rng(config.seed)
+        self.runner_original = SegmentRunner(original, feeds, batch_size=config.batch_size)
+        self.runner_pruned = SegmentRunner(pruned, feeds, batch_size=config.batch_size)
+        self.timings = {"statistics": 0.0, "solve": 0.0}
+        self.lookahead = self._lookahead_statistics()
+
+    def step(self, layer: Layer) -> str:
+        """Decide the layer's unit if this is its first consumer, then refit the layer."""
+        self.runner_original.advance_to(layer.name)
+        self.runner_pruned.advance_to(layer.name)
+        unit = self.unit_of.get(layer.name)
+        if unit is not None and id(unit) not in self.decided:
+            return self._decide(unit, layer)
+        return self._refit(layer)
+
+    @property
+    def forward_seconds(self) -> float:
+        return self.runner_original.seconds + self.runner_pruned.seconds
+
+    def _recorder(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None) -> LayerRecorder:
+        return LayerRecorder(self.original_layers[layer.name], channel_of_feature, n_channels,
+                             n_images=len(next(iter(self.feeds.values()))),
+                             rows_per_layer=self.config.rows_per_layer, rng=self.rng, out_rows=out_rows)
+
+    def _unit_features(self, unit: Unit, layer: Layer, maps: dict[str, np.ndarray]) -> np.ndarray:
+        """The unit-local channel of each of the layer's input features."""
+        local = unit.local_index
+        channels = np.array([local[int(c)] for c in self.channels.root_of[maps[layer.node.inputs[0].name]]])
+        return np.repeat(channels, kernel_size(layer))
+
+    def _lookahead_statistics(self) -> dict[str, LayerProblem]:
+        requests = {}
+        for unit in self.units:
+            n = len(unit.classes) + len(unit.frozen_classes)
+            for layer in unit.consumers[1:]:
+                recorder = self._recorder(layer, self._unit_features(unit, layer, self.original_maps), n)
+                requests[layer.name] = (layer.node.inputs[0].name, recorder)
+        if not requests:
+            return {}
+        start = time.perf_counter()
+        problems = original_statistics(self.original, self.feeds, requests, self.config.batch_size)
+        self.timings["lookahead"] = time.perf_counter() - start
+        return problems
+
+    def _decide(self, unit: Unit, first: Layer) -> str:
+        self.decided.add(id(unit))
+        n_unit = len(unit.classes) + len(unit.frozen_classes)
+        t0 = time.perf_counter()
+        rows_before = self._out_rows(first)
+        problem = self._statistics(first, self._unit_features(unit, first, self.channels.maps), n_unit, rows_before)
+        t1 = time.perf_counter()
+        later = [self.lookahead.pop(layer.name) for layer in unit.consumers[1:]]
+        # A later consumer's outputs were decided earlier if it is also a producer of this unit.
+        later = [restrict_targets(p, rows) if (rows := self._out_rows(layer)) is not None else p
+                 for p, layer in zip(later, unit.consumers[1:])]
+        problems = [problem] + later
+        normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
+        options = GesOptions(eps_entropy=self.config.eps_entropy, eps_l2=self.eps_l2[id(unit)],
+                             max_iter=self.config.max_iter, tol=self.config.tol)
+        result = solve_ges(normalised, options)
+        keep = select_channels(result.weights, threshold=self.config.threshold)
+        keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
+        self.timings["statistics"] += t1 - t0
+        self.timings["solve"] += time.perf_counter() - t1
+        removed = unit.classes[~keep[:len(unit.classes)]]
+        for classes in self.channels.emptied(removed):
+            # No tensor may lose all its channels: keep its best one (a tensor can be part of a unit).
+            local = [unit.local_index[int(c)] for c in classes]
+            keep[local[int(np.argmax(result.weights[local]))]] = True
+            removed = unit.classes[~keep[:len(unit.classes)]]
+        if removed.size:
+            keep_of = remove_classes(self.channels, self.pruned, removed)
+            for name, mask in keep_of.items():
+                if name in self.runner_pruned.cache:
+                    self.runner_pruned.cache[name] = np.ascontiguousarray(self.runner_pruned.cache[name][:, mask])
+        rows = self._out_rows(first)
+        if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
+            problem = restrict_targets(problem, rows if rows_before is None else rows[rows_before])
+        self._install(first, problem, keep)
+        shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
+        return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
+                f"({problem.n_samples} rows, GES {result.n_iter} iterations{shared})")
+
+    def _refit(self, layer: Layer) -> str:
+        x_pruned = self.runner_pruned.cache[layer.node.inputs[0].name]
+        x_original = self.runner_original.cache[layer.node.inputs[0].name]
+        reason = self.channels.frozen_reason(layer)
+        if reason and (x_pruned is x_original or np.array_equal(x_pruned, x_original)):
+            return f"unchanged input, kept as is ({reason})"
+        channels = np.arange(layer.in_channels)
+        t0 = time.perf_counter()
+        problem = self._statistics(layer, np.repeat(channels, kernel_size(layer)), channels.size, self._out_rows(layer))
+        t1 = time.perf_counter()
+        self._install(layer, problem, np.ones(channels.size, dtype=bool))
+        self.timings["statistics"] += t1 - t0
+        self.timings["solve"] += time.perf_counter() - t1
+        why = f"frozen: {reason}" if reason else "channels decided earlier"
+        return f"refit on {layer.in_channels} input channels ({problem.n_samples} rows, {why})"
+
+    def _statistics(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None) -> LayerProblem:
+        name = layer.node.inputs[0].name
+        recorder = self._recorder(layer, channel_of_feature, n_channels, out_rows)
+        return layer_statistics(recorder, self.runner_pruned.cache[name], self.runner_original.cache[name],
+                                self.config.batch_size)
+
+    def _out_rows(self, layer: Layer) -> np.ndarray | None:
+        """Which of the original layer's outputs still exist (None: all of them)."""
+        return self._surviving(layer.node.outputs[0].name)
+
+    def _surviving(self, tensor: str) -> np.ndarray | None:
+        """Which of the tensor's original channels still exist (None: all, or untracked)."""
+        if tensor not in self.channels.maps or self.channels.maps[tensor].size == self.original_maps[tensor].size:
+            return None
+        return np.isin(self.original_maps[tensor], self.channels.maps[tensor])
+
+    def _install(self, layer: Layer, problem: LayerProblem, keep: np.ndarray) -> None:
+        """Refit the layer on the problem's kept channels and write the weights into the graph."""
+        prior = None
+        if self.config.refit_prior:  # the original weights, on the outputs and inputs that still exist
+            original = self.original_layers[layer.name]
+            prior = original.weight.reshape(original.out_channels, -1)
+            rows, columns = self._out_rows(layer), self._surviving(layer.node.inputs[0].name)
+            if rows is not None:
+                prior = prior[rows]
+            if columns is not None and problem.n_features != prior.shape[1]:
+                prior = prior[:, np.repeat(columns, kernel_size(layer))]
+        weight, bias = refit(problem, keep, ridge=self.config.ridge, prior=prior)
+        shape = layer.weight.shape
+        set_weights(layer, weight.reshape(weight.shape[:1] + (-1,) + shape[2:]), bias)
+
+
+def kernel_size(layer: Layer) -> int:
+    """Input features per input channel: kh*kw for a Conv, 1 for a Gemm."""
+    return int(np.prod(layer.weight.shape[2:])) if layer.is_conv else 1
+
+
+def restrict_targets(problem: LayerProblem, rows: np.ndarray) -> LayerProblem:
+    """The same regression for a subset of its targets."""
+    return replace(problem, cross=problem.cross[rows], target_var=problem.target_var[rows], y_mean=problem.y_mean[rows])
+
+
+def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) -> dict[int, float]:
+    """eps_l2 per unit: scaled by (parameters the unit controls / mean over units) ** param_weighting.
+
+    With param_weighting = 0 every unit pays the same price; with 1 a unit that controls ten times
+    the parameters prunes under ten times the pressure, which moves the pruning to where the
+    parameters are (the wide late layers of a VGG, both sides of LeNet's big fc1) and spares the
+    small early layers whose errors every later layer inherits.
+    """
+    costs = {id(unit): channels.params_controlled(unit.classes) for unit in units}
+    if not costs:
+        return {}
+    mean = float(np.mean(list(costs.values()))) or 1.0
+    return {key: config.eps_l2 * (cost / mean) ** config.param_weighting for key, cost in costs.items()}

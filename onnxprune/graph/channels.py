@@ -1,0 +1,235 @@
+"""Channel coupling: which channels of which tensors are the same, and are kept or removed together.
+
+Every tracked tensor carries a vector of channel ids, one per index of its channel axis (axis 1;
+for a tensor flattened to (N, C*H*W), one per feature, so a channel's id repeats H*W times). A
+layer gives its output fresh ids; a rule (``rules.py``) gives each other node's outputs the ids
+its inputs carry, concatenated, cut or shared; an element-wise op over several tensors (a
+residual Add) declares the ids it combines equal, in a union-find. After the walk one root id is
+one *class*: channels of several tensors that exist together or not at all.
+
+A class is frozen (always kept) when it reaches something that cannot drop a channel: a graph
+input or output, an op without a rule, an excluded layer. A *unit* is a set of prunable classes
+whose fate one joint regression decides: the classes its consumer layers read, closed under
+"read by a common consumer" (a residual stage is one unit; a DenseNet block's concatenations
+make one unit too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.graph.analysis import Layer, as_layer
+from onnxprune.graph.rules import DATA_INPUT_ZERO, RULES, Coupling
+
+
+class UnionFind:
+    """Disjoint sets over the integers handed out by :meth:`fresh`."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def fresh(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(int(a)), self.find(int(b))
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # the older id stays the root
+
+    def roots(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+@dataclass(eq=False)
+class Unit:
+    """Prunable classes decided together, and the layers whose regressions decide them."""
+
+    classes: np.ndarray  # root ids, prunable
+    consumers: list[Layer]  # topological order
+    frozen_classes: np.ndarray  # frozen root ids the consumers also read (kept, part of the regression)
+
+    @property
+    def local_index(self) -> dict[int, int]:
+        """Position of each class in the unit's solve: prunable classes first, then frozen ones."""
+        return {int(c): i for i, c in enumerate(np.concatenate([self.classes, self.frozen_classes]))}
+
+
+@dataclass
+class ChannelGraph:
+    """The result of the walk; ``maps`` always describes the graph as currently rewritten."""
+
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # tensor name -> channel ids
+    root_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    frozen: dict[int, str] = field(default_factory=dict)  # root -> why it is kept
+    couplings: dict[str, Coupling] = field(default_factory=dict)  # node name -> rule result
+    nodes: dict[str, gs.Node] = field(default_factory=dict)
+    layers: list[Layer] = field(default_factory=list)  # topological order
+    skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
+
+    def classes(self, tensor_name: str) -> np.ndarray | None:
+        ids = self.maps.get(tensor_name)
+        return None if ids is None else self.root_of[ids]
+
+    def input_classes(self, layer: Layer) -> np.ndarray | None:
+        """Class of each input channel (Conv) or feature (Gemm) of the layer, None if untracked."""
+        classes = self.classes(layer.node.inputs[0].name)
+        return classes if classes is not None and classes.size == layer.in_channels else None
+
+    def frozen_reason(self, layer: Layer) -> str | None:
+        """Why none of the layer's input channels can be pruned (None when some can)."""
+        classes = self.input_classes(layer)
+        if classes is None:
+            return f"the channels of '{layer.node.inputs[0].name}' are not tracked"
+        reasons = [self.frozen.get(int(c)) for c in np.unique(classes)]
+        return None if any(r is None for r in reasons) else reasons[0]
+
+    def units(self) -> list[Unit]:
+        """Connected components of (layer, prunable class) reads, in order of first consumer."""
+        reads = {}
+        for layer in self.layers:
+            classes = self.input_classes(layer)
+            if classes is not None:
+                reads[layer.name] = np.unique(classes)
+        readers: dict[int, list[str]] = {}
+        for name, classes in reads.items():
+            for c in classes:
+                if int(c) not in self.frozen:
+                    readers.setdefault(int(c), []).append(name)
+        order = {layer.name: i for i, layer in enumerate(self.layers)}
+        by_name = {layer.name: layer for layer in self.layers}
+        seen: set[str] = set()
+        units = []
+        for layer in self.layers:
+            if layer.name in seen or self.frozen_reason(layer) is not None:
+                continue
+            members, stack = set(), [layer.name]
+            while stack:
+                name = stack.pop()
+                if name in members:
+                    continue
+                members.add(name)
+                stack.extend(r for c in reads[name] if int(c) in readers for r in readers[int(c)])
+            seen |= members
+            classes = np.unique(np.concatenate([reads[m] for m in members]))
+            is_frozen = np.array([int(c) in self.frozen for c in classes], dtype=bool)
+            consumers = sorted((by_name[m] for m in members), key=lambda l: order[l.name])
+            units.append(Unit(classes[~is_frozen], consumers, classes[is_frozen]))
+        return units
+
+    def emptied(self, removed: np.ndarray) -> list[np.ndarray]:
+        """The classes of each tensor that would lose every channel if ``removed`` went (a Concat
+        input, a Split output, a layer's whole output can be a part of a unit)."""
+        out = []
+        for ids in self.maps.values():
+            classes = self.root_of[ids]
+            if classes.size and np.isin(classes, removed).all():
+                out.append(np.unique(classes))
+        return out
+
+    def params_controlled(self, roots: np.ndarray) -> float:
+        """Parameters that would go if every channel of the given classes went: producer rows (and
+        biases), consumer columns, per-channel constants along the way."""
+        def count(tensor_name: str) -> int:
+            classes = self.classes(tensor_name)
+            return 0 if classes is None else int(np.isin(classes, roots).sum())
+
+        total = 0.0
+        for layer in self.layers:
+            n_in = self.maps.get(layer.node.inputs[0].name)
+            if n_in is not None and n_in.size:
+                total += count(layer.node.inputs[0].name) * layer.weight.size / n_in.size
+            total += count(layer.node.outputs[0].name) * (layer.weight.size / layer.out_channels + 1)
+        for name, coupling in self.couplings.items():
+            out = self.nodes[name].outputs[0].name
+            for constant, axis in coupling.params:
+                values = np.asarray(constant.values)
+                total += count(out) * values.size / values.shape[axis]
+        return total
+
+
+def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
+                     exclude: frozenset[str] = frozenset()) -> ChannelGraph:
+    """Walk the graph in topological order and build the channel classes (see the module doc)."""
+    result = ChannelGraph()
+    uf = UnionFind()
+    frozen_ids: list[tuple[np.ndarray, str]] = []
+
+    def freeze(ids: np.ndarray | None, reason: str) -> None:
+        if ids is not None and ids.size:
+            frozen_ids.append((ids, reason))
+
+    def fresh_for(tensor: gs.Tensor) -> np.ndarray | None:
+        shape = shapes.get(tensor.name)
+        if shape is None or len(shape) < 2 or not isinstance(shape[1], (int, np.integer)):
+            return None
+        ids = uf.fresh(int(shape[1]))
+        result.maps[tensor.name] = ids
+        return ids
+
+    for tensor in graph.inputs:
+        freeze(fresh_for(tensor), f"channels come from graph input '{tensor.name}'")
+
+    for node in graph.nodes:
+        result.nodes[node.name] = node
+        layer, not_layer = as_layer(node, shapes)
+        in_maps = [result.maps.get(t.name) for t in node.inputs]
+        if layer is not None:
+            result.layers.append(layer)
+            out = uf.fresh(layer.out_channels)
+            result.maps[node.outputs[0].name] = out
+            if layer.name in exclude:
+                freeze(out, f"'{layer.name}' is excluded (--exclude)")
+                freeze(in_maps[0], f"'{layer.name}' is excluded (--exclude)")
+            elif in_maps[0] is not None and in_maps[0].size != layer.in_channels:
+                freeze(in_maps[0], f"'{layer.name}' reads {layer.in_channels} channels, its input has {in_maps[0].size}")
+            continue
+        coupling = _apply_rule(node, in_maps, shapes, not_layer)
+        if isinstance(coupling, str):
+            if not_layer:
+                result.skipped[node.name] = not_layer
+            reason = f"{node.op} '{node.name}': {coupling}"
+            for ids in in_maps:
+                freeze(ids, reason)
+            for tensor in node.outputs:
+                freeze(fresh_for(tensor), reason)
+            continue
+        result.couplings[node.name] = coupling
+        for tensor, ids in zip(node.outputs, coupling.outputs):
+            if ids is not None:
+                result.maps[tensor.name] = ids
+        for a, b in coupling.unify:
+            for i, j in zip(a, b):
+                uf.union(i, j)
+
+    for tensor in graph.outputs:
+        freeze(result.maps.get(tensor.name), f"tensor '{tensor.name}' is a graph output")
+    result.root_of = uf.roots()
+    for ids, reason in frozen_ids:
+        for root in np.unique(result.root_of[ids]):
+            result.frozen.setdefault(int(root), reason)
+    return result
+
+
+def _apply_rule(node: gs.Node, in_maps: list, shapes: dict[str, tuple], not_layer: str | None) -> Coupling | str:
+    rule = RULES.get(node.op)
+    if rule is None:
+        return "no channel rule for this op"
+    if not_layer and not (node.op == "Conv" and node.attrs.get("group", 1) > 1):
+        return not_layer
+    data = in_maps[:1] if node.op in DATA_INPUT_ZERO else [m for m, t in zip(in_maps, node.inputs)
+                                                           if not isinstance(t, gs.Constant)]
+    if not data or any(m is None for m in data[:1]) or (node.op == "Concat" and any(m is None for m in data)):
+        return "its input channels are not tracked"
+    return rule(node, in_maps, shapes)

@@ -76,6 +76,7 @@ def _rewrite_coupled(node: gs.Node, channels: ChannelGraph, keep_of: dict[str, n
     if coupling.role == "flatten":
         # (N, C*H*W) with C reduced: keep the batch dim, let the rest follow.
         _set_constant_input(node, 1, np.array([0, -1], dtype=np.int64))
+        node.attrs.pop("allowzero", None)  # 0 must mean "copy the batch dim"
     elif coupling.role == "split":
         sizes = np.array([int(keep_of[t.name].sum()) if t.name in keep_of else channels.maps[t.name].size
                           for t in node.outputs], dtype=np.int64)

@@ -68,6 +68,7 @@ class SegmentRunner:
                     self.last_use[tensor.name] = index
         for name in outputs:
             self.last_use[name] = math.inf
+        self.unbatched = unbatched_tensors(graph)
         self.seconds = 0.0
 
     def advance_to(self, node_name: str) -> None:
@@ -96,12 +97,29 @@ class SegmentRunner:
     def _run(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> dict[str, np.ndarray]:
         if not inputs:
             raise ValueError("a segment with outputs but no inputs")
-        n = len(self.cache[inputs[0]])
+        batched = [name for name in inputs if name not in self.unbatched]
+        if not batched:
+            raise ValueError("a segment whose inputs do not depend on the calibration data")
+        n = len(self.cache[batched[0]])
         collected: dict[str, np.ndarray] = {}
         for begin in range(0, n, self.batch_size):
-            feed = {name: self.cache[name][begin:begin + self.batch_size] for name in inputs}
+            feed = {name: self.cache[name] if name in self.unbatched else self.cache[name][begin:begin + self.batch_size]
+                    for name in inputs}
             for name, value in zip(outputs, session.run(outputs, feed)):
-                if name not in collected:
+                if name in self.unbatched:
+                    collected.setdefault(name, value)  # the same for every batch
+                elif name not in collected:
                     collected[name] = np.empty((n,) + value.shape[1:], dtype=value.dtype)
                 collected[name][begin:begin + len(value)] = value
         return collected
+
+
+def unbatched_tensors(graph: gs.Graph) -> set[str]:
+    """Tensors computed per run rather than per sample: shapes and what is computed from shapes
+    and constants alone. They cross segment boundaries whole instead of batch by batch."""
+    unbatched: set[str] = set()
+    for node in graph.nodes:
+        data = [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
+        if node.op in ("Shape", "Size") or all(t.name in unbatched for t in data):
+            unbatched.update(t.name for t in node.outputs)
+    return unbatched

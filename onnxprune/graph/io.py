@@ -53,11 +53,19 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
             node.name = f"{node.name or node.op}_{index}"
         seen.add(node.name)
     _inline_constants(graph)
+    # Fold what depends only on constants (an unoptimised dynamo export computes a zero bias from
+    # Shape(weight)): parameters must be plain constants for a layer to be prunable.
+    if any(node.op in _FOLDABLE_HINTS for node in graph.nodes):
+        graph.fold_constants(error_ok=True, size_threshold=1 << 24).cleanup(remove_unused_graph_inputs=False)
+        _inline_constants(graph)
     return graph
 
 
+_FOLDABLE_HINTS = {"Shape", "Expand", "CastLike", "ConstantOfShape", "Cast"}
+
+
 def _inline_constants(graph: gs.Graph) -> None:
-    """Turn Constant nodes, and Identity nodes that copy an initializer, into initializers.
+    """Turn Constant nodes, and Identity/CastLike nodes applied to an initializer, into initializers.
 
     Exporters emit both (the dynamo exporter's Constant nodes; the TorchScript exporter's
     Identity on a BatchNormalization bias it shares between two layers). As plain constants,
@@ -72,6 +80,8 @@ def _inline_constants(graph: gs.Graph) -> None:
             values = np.asarray(node.attrs["value"].values)
         elif node.op == "Identity" and isinstance(node.inputs[0], gs.Constant):
             values = np.array(node.inputs[0].values)  # a copy: each reader gets its own
+        elif node.op == "CastLike" and isinstance(node.inputs[0], gs.Constant) and node.inputs[1].dtype is not None:
+            values = np.asarray(node.inputs[0].values).astype(node.inputs[1].dtype)
         else:
             continue
         variable = node.outputs[0]

@@ -231,6 +231,17 @@ def squeeze(node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
     return Coupling("pass", [maps[0]])
 
 
+def reduce_spatial(node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+    """A reduction over spatial axes only (the dynamo exporter's global average pool) keeps channels."""
+    axes = node.attrs.get("axes") if len(node.inputs) < 2 or not node.inputs[1].name else constant_values(node.inputs[1])
+    rank = _rank(node.inputs[0], shapes)
+    if axes is None or rank is None:
+        return "axes or input rank unknown (a reduction over all axes reaches the channels)"
+    if any(int(a) % rank < 2 for a in np.asarray(axes).reshape(-1)):
+        return "it reduces the batch or channel axis"
+    return Coupling("pass", [maps[0]])
+
+
 def flatten(node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
     """(N, C, H, W) -> (N, C*H*W): channel c becomes the block of H*W features c*H*W ... (c+1)*H*W-1."""
     in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
@@ -256,6 +267,7 @@ RULES: dict[str, Rule] = {
     "Resize": resize,
     "Upsample": resize,
     "Squeeze": squeeze,
+    **{op: reduce_spatial for op in "ReduceMean ReduceMax ReduceMin ReduceSum ReduceL2 ReduceL1".split()},
     "Unsqueeze": squeeze,
     "Flatten": flatten,
     "Reshape": flatten,

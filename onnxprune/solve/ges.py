@@ -113,6 +113,8 @@ def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Statistics accumulated from fewer samples than features (late VGG layers) give a singular
     Gram matrix whose float rounding can leave eigenvalues slightly below zero.
     """
+    if a.shape[0] == 0:  # a regression none of whose channels is still active
+        return np.zeros_like(b)
     scale = max(float(np.trace(a)) / a.shape[0], np.finfo(a.dtype).tiny)
     for jitter in (0.0, 1e-6, 1e-4, 1e-2):
         try:
@@ -156,11 +158,13 @@ def w_step_terms(problems, lams, feats_list, active, grams=None):
     const = 0.0
     for k, (p, lam, feats) in enumerate(zip(problems, lams, feats_list)):
         m = p.target_var.size
+        const += p.target_var.sum() / m
+        if feats.size == 0:  # a reader of a unit that sees none of its active channels: constant
+            continue
         chans = p.channel_of_feature[feats]
         b_vec += np.bincount(chans, weights=np.sum(p.cross[:, feats] * lam, axis=0), minlength=n) / m
         gram = grams[k] if grams is not None else active_gram(p, active)[1]
         a_mat += _block_sum(gram * (lam.T @ lam), chans, n) / m
-        const += p.target_var.sum() / m
     return a_mat[np.ix_(idx, idx)], b_vec[idx], const
 
 

@@ -104,9 +104,10 @@ class Pruner:
         self.timings["statistics"] += t1 - t0
         self.timings["solve"] += time.perf_counter() - t1
         removed = unit.classes[~keep[:len(unit.classes)]]
+        index = unit.local_index
         for classes in self.channels.emptied(removed):
             # No tensor may lose all its channels: keep its best one (a tensor can be part of a unit).
-            local = [unit.local_index[int(c)] for c in classes]
+            local = [index[int(c)] for c in classes]
             keep[local[int(np.argmax(result.weights[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
         if removed.size:

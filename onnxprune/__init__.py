@@ -1,10 +1,13 @@
 """onnxprune: make trained CNNs smaller without retraining, by GES channel pruning of ONNX models."""
 
 from onnxprune.api import prune
+from onnxprune.calib.images import Preprocessing
 from onnxprune.config import PruneConfig
 from onnxprune.errors import CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
-from onnxprune.report import LayerReport, Report
+from onnxprune.evaluation import EvalData, benchmark, evaluate, load_eval_data, output_difference
+from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report
 
 __all__ = ["prune", "PruneConfig", "Report", "LayerReport", "OnnxPruneError", "ModelError",
-           "CalibrationError", "ConfigError", "OutputError"]
+           "CalibrationError", "ConfigError", "OutputError", "Preprocessing", "evaluate", "load_eval_data",
+           "EvalData", "output_difference", "benchmark", "Accuracy", "OutputCheck", "Latency"]
 __version__ = "0.1.0"

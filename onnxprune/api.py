@@ -13,14 +13,17 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune.calib.data import calibration_from_arrays, input_specs, load_calibration
+from onnxprune.calib.data import InputSpec, calibration_from_arrays, input_specs, load_calibration
+from onnxprune.calib.images import Preprocessing, is_image_folder, load_image_calibration
 from onnxprune.config import PruneConfig
-from onnxprune.errors import ModelError
+from onnxprune.errors import ConfigError, ModelError
 from onnxprune.engine import Pruner
 from onnxprune.graph.analysis import Layer
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import check_model, export, load_model, to_graph
-from onnxprune.report import LayerReport, Report, count_params, node_macs, peak_memory_mb
+from onnxprune.evaluation import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
+                                  output_difference, top1)
+from onnxprune.report import Accuracy, LayerReport, Report, count_params, node_macs, peak_memory_mb
 from onnxprune.verify import verify_model
 
 log = logging.getLogger(__name__)
@@ -29,16 +32,27 @@ Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray]
 
 
 def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config: PruneConfig | None = None, *,
-          progress: Callable[[str], None] | None = None, **options) -> tuple[onnx.ModelProto, Report]:
+          progress: Callable[[str], None] | None = None, eval: EvalSource | None = None, check: bool = False,
+          bench: bool | int = False, preprocessing: Preprocessing | None = None,
+          **options) -> tuple[onnx.ModelProto, Report]:
     """Prune the channels a network can do without and reconstruct the rest.
 
     Parameters
     ----------
     model : an ONNX ModelProto or the path of a .onnx file.
-    calib : calibration inputs: a .npy/.npz file or directory of them, an array (single-input
-        models) or a mapping from graph input name to array.
+    calib : calibration inputs: a .npy/.npz file or directory of them, a folder of images (see
+        ``preprocessing``), an array (single-input models) or a mapping from graph input name to array.
     config : a PruneConfig; keyword ``options`` override its fields (``prune(m, x, eps_l2=0.1)``).
     progress : called with one line per layer as the work advances.
+    eval : labelled data to report top-1 before and after on (``Report.accuracy``): an .npz with
+        x and y, a folder with one sub-folder of images per class, an (x, y) pair or an EvalData
+        from :func:`onnxprune.load_eval_data`. Read and scored on the original model before pruning
+        starts, so that unusable data fails at once.
+    check : report the outputs' max and mean absolute difference on calibration samples (``Report.check``).
+    bench : report onnxruntime latency before and after (``Report.latency``) at batch 1 and 64;
+        an int N instead of True benchmarks batch 1 and N.
+    preprocessing : how image folders (``calib`` or ``eval``) become inputs; defaults to
+        :class:`onnxprune.Preprocessing`'s defaults. Refused when neither is an image folder.
 
     Returns
     -------
@@ -47,12 +61,18 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     started = time.perf_counter()
     config = replace(config or PruneConfig(), **options)
     say = progress or (lambda line: None)
+    batches = _bench_batches(bench)
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else check_model(model)
     specs = input_specs(model)
-    if isinstance(calib, (str, os.PathLike)):
-        feeds = load_calibration(Path(calib), specs, max_samples=config.max_samples, seed=config.seed)
-    else:
-        feeds = calibration_from_arrays(calib, specs, max_samples=config.max_samples, seed=config.seed)
+    _check_preprocessing(preprocessing, calib, eval)
+    feeds = _calibration(calib, specs, config, preprocessing)
+    eval_data, top1_before, measure_start = None, None, time.perf_counter()
+    if eval is not None:
+        eval_data = load_eval_data(eval, specs, preprocessing=preprocessing)
+        check_labels(model, eval_data)
+        say(f"top-1 of the original model on {len(eval_data):,} samples of {eval_data.source}")
+        top1_before = top1(model, eval_data)
+    measure_seconds = time.perf_counter() - measure_start
     shapes = tensor_shapes(model)
     original, pruned = to_graph(model), to_graph(model)
     channels = analyse_channels(pruned, shapes, config.exclude)
@@ -76,7 +96,50 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     result = export(pruned, model)
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
     report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started)
+    measure_start, measured = time.perf_counter(), {}
+    if eval_data is not None:
+        say("top-1 of the pruned model")
+        measured["accuracy"] = Accuracy(len(eval_data), top1_before, top1(result, eval_data), eval_data.source)
+    if check:
+        say("output difference on calibration samples")
+        measured["check"] = output_difference(model, result, feeds)
+    if batches:
+        say(f"latency at batch {', '.join(map(str, batches))}")
+        measured["latency"] = benchmark(model, result, feeds, batches=batches)
+    if measured:  # the wall time covers the measurements too, and the timings say how much they took
+        measure_seconds += time.perf_counter() - measure_start
+        report = replace(report, **measured, seconds=round(time.perf_counter() - started, 3),
+                         timings={**report.timings, "measure": round(measure_seconds, 3)})
     return result, report
+
+
+def _check_preprocessing(preprocessing: Preprocessing | None, *sources) -> None:
+    paths = [s for s in sources if isinstance(s, (str, os.PathLike))]
+    if preprocessing is not None and not any(is_image_folder(s) for s in paths):
+        # Silently ignoring it would let a user believe their arrays were normalised.
+        raise ConfigError("image preprocessing (--size, --mean, --std, --scale, --layout) applies to image "
+                          "folders only, and neither the calibration nor the evaluation data is one")
+
+
+def _calibration(calib: Calibration, specs: list[InputSpec], config: PruneConfig,
+                 preprocessing: Preprocessing | None) -> dict[str, np.ndarray]:
+    """Validated calibration feeds from any accepted source."""
+    subset = {"max_samples": config.max_samples, "seed": config.seed}
+    if not isinstance(calib, (str, os.PathLike)):
+        return calibration_from_arrays(calib, specs, **subset)
+    if is_image_folder(calib):
+        return load_image_calibration(calib, specs, preprocessing, **subset)
+    return load_calibration(Path(calib), specs, **subset)
+
+
+def _bench_batches(bench: bool | int) -> tuple[int, ...]:
+    if bench is False or bench is None:
+        return ()
+    if bench is True:
+        return BENCH_BATCHES
+    if not isinstance(bench, (int, np.integer)) or bench < 1:
+        raise ConfigError(f"bench must be True, False or a batch size >= 1, got {bench!r}")
+    return (1, int(bench)) if bench > 1 else (1,)
 
 
 def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_layers: dict[str, Layer],

@@ -26,6 +26,37 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class Accuracy:
+    """Top-1 of the original and the pruned model on labelled data (fractions of ``samples``)."""
+
+    samples: int
+    top1_before: float
+    top1_after: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """How far the pruned model's outputs are from the original's on calibration samples."""
+
+    samples: int
+    max_abs_diff: float  # over every element of every output
+    mean_abs_diff: float
+    argmax_agreement: float | None = None  # same arg-max of the first output; None unless it is (N, classes)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median onnxruntime CPU latency of one run of a batch, original vs pruned (interleaved runs)."""
+
+    batch: int
+    ms_before: float
+    ms_after: float
+    threads: int
+    repeats: int
+
+
+@dataclass(frozen=True)
 class Report:
     params_before: int
     params_after: int
@@ -36,6 +67,10 @@ class Report:
     layers: list[LayerReport] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
     timings: dict[str, float] = field(default_factory=dict)
+    # Measurements asked for with eval= / check= / bench= (--eval, --check, --bench); None/empty otherwise.
+    accuracy: Accuracy | None = None
+    check: OutputCheck | None = None
+    latency: list[Latency] = field(default_factory=list)
 
     @property
     def params_removed(self) -> float:
@@ -76,12 +111,41 @@ class Report:
         lines.append(f"parameters: {self.params_before:,} -> {self.params_after:,} ({self.params_removed:.1%} removed)")
         lines.append(f"MACs:       {self.macs_before:,} -> {self.macs_after:,} ({self.macs_removed:.1%} removed)")
         lines.append(f"wall time:  {self.seconds:.1f}s" + self._timing_note())
+        lines += self.measurement_lines()
         frozen = [(layer.name, layer.frozen) for layer in self.layers if layer.frozen]
         if frozen or self.skipped:
             lines.append("not pruned:")
             lines += [f"  input channels of {name}: {reason}" for name, reason in frozen]
             lines += [f"  {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines)
+
+    def measurement_note(self) -> str:
+        """The measurements in a few words, for a one-line result ('' when none was asked for)."""
+        parts = []
+        if self.accuracy is not None:
+            parts.append(f"top-1 {self.accuracy.top1_before:.2%} -> {self.accuracy.top1_after:.2%}")
+        if self.check is not None:
+            parts.append(f"max output difference {self.check.max_abs_diff:.4g}")
+        parts += [f"batch-{t.batch} latency {t.ms_before:.3g} -> {t.ms_after:.3g} ms" for t in self.latency]
+        return "".join(f", {part}" for part in parts)
+
+    def measurement_lines(self) -> list[str]:
+        """The summary's lines for top-1, output difference and latency (those that were measured)."""
+        lines = []
+        if self.accuracy is not None:
+            a = self.accuracy
+            lines.append(f"top-1:      {a.top1_before:.2%} -> {a.top1_after:.2%} "
+                         f"({100 * (a.top1_after - a.top1_before):+.2f} pt) on {a.samples:,} samples of {a.source}")
+        if self.check is not None:
+            c = self.check
+            agree = "" if c.argmax_agreement is None else f", same arg-max on {c.argmax_agreement:.1%}"
+            lines.append(f"outputs:    differ by {c.max_abs_diff:.4g} at most, {c.mean_abs_diff:.4g} on average "
+                         f"on {c.samples:,} calibration samples{agree}")
+        for t in self.latency:
+            threads = f"{t.threads} thread{'s' if t.threads != 1 else ''}"
+            lines.append(f"latency:    batch {t.batch}: {t.ms_before:.3g} -> {t.ms_after:.3g} ms "
+                         f"({t.ms_before / t.ms_after:.2f}x faster; onnxruntime CPU, {threads}, median of {t.repeats})")
+        return lines
 
 
 def _count(n: int) -> str:

@@ -177,7 +177,7 @@ def test_empty_dir(tmp_path, specs):
 
 def test_dir_with_only_txt(tmp_path, specs):
     (tmp_path / "readme.txt").write_text("hi")
-    with pytest.raises(CalibrationError, match=r"no \.npy or \.npz files \(found: readme\.txt\)"):
+    with pytest.raises(CalibrationError, match=r"no \.npy/\.npz files or images \(found: readme\.txt\)"):
         load_calibration(tmp_path, specs)
 
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 _SUFFIXES = (".npy", ".npz")
 # np.load raises any of these for truncated, corrupt or pickled content.
-_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, zlib.error)
+LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,10 @@ def load_calibration(
         entries = sorted(p for p in src.iterdir() if p.is_file())
         files = [p for p in entries if p.suffix.lower() in _SUFFIXES]
         if not entries:
-            raise CalibrationError(f"calibration directory '{src}' is empty; put .npy or .npz files in it")
+            raise CalibrationError(f"calibration directory '{src}' is empty; put .npy/.npz files or images in it")
         if not files:
             found = ", ".join(p.name for p in entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise CalibrationError(f"calibration directory '{src}' has no .npy or .npz files (found: {found})")
+            raise CalibrationError(f"calibration directory '{src}' has no .npy/.npz files or images (found: {found})")
     elif src.suffix.lower() in _SUFFIXES:
         files = [src]
     else:
@@ -154,10 +154,12 @@ def load_calibration(
 
 
 def calibration_from_arrays(arrays: np.ndarray | Mapping[str, np.ndarray], specs: list[InputSpec], *,
-                            max_samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+                            max_samples: int | None = None, seed: int = 0,
+                            where: str = "calibration arrays") -> dict[str, np.ndarray]:
     """Validate in-memory calibration inputs exactly as :func:`load_calibration` validates files.
 
-    ``arrays`` is one array (single-input models) or a mapping from graph input name to array.
+    ``arrays`` is one array (single-input models) or a mapping from graph input name to array;
+    ``where`` starts every error message (evaluation data and decoded image folders name their source).
     """
     if max_samples is not None and max_samples < 1:
         raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")
@@ -167,23 +169,32 @@ def calibration_from_arrays(arrays: np.ndarray | Mapping[str, np.ndarray], specs
         arrays = {specs[0].name: arrays}
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
-        raise CalibrationError(f"calibration arrays: missing input '{missing[0]}' (has {', '.join(map(repr, arrays))})")
-    where = Path("calibration arrays")
-    data = {s.name: _check_array(np.asarray(arrays[s.name]), s, where) for s in specs}
+        raise CalibrationError(f"{where}: missing input '{missing[0]}' (has {', '.join(map(repr, arrays))})")
+    data = {s.name: _check_array(np.asarray(arrays[s.name]), s, Path(where)) for s in specs}
     counts = {arr.shape[0] for arr in data.values()}
     if len(counts) > 1:
-        raise CalibrationError(f"calibration arrays: inputs have different sample counts {sorted(counts)}")
+        raise CalibrationError(f"{where}: inputs have different sample counts {sorted(counts)}")
     if counts == {0}:
-        raise CalibrationError("calibration arrays: zero samples")
+        raise CalibrationError(f"{where}: zero samples")
     return _subset(data, max_samples, seed)
+
+
+def subset_indices(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
+    """The rows of a random subset of max_samples out of n, ascending; None when all n are used.
+
+    Image folders draw the same rows from their file list, so a folder and the .npy holding the
+    same images in the same order calibrate on the same samples.
+    """
+    if max_samples is None or n <= max_samples:
+        return None
+    # Sorted indices keep the original order, so results do not depend on draw order.
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
 def _subset(data: dict[str, np.ndarray], max_samples: int | None, seed: int) -> dict[str, np.ndarray]:
     """A random subset of max_samples rows, the same for every input, in the original order."""
-    n = next(iter(data.values())).shape[0]
-    if max_samples is not None and n > max_samples:
-        # Sorted indices keep the original order, so results do not depend on draw order.
-        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+    idx = subset_indices(next(iter(data.values())).shape[0], max_samples, seed)
+    if idx is not None:
         data = {name: arr[idx] for name, arr in data.items()}
     return {name: np.ascontiguousarray(arr) for name, arr in data.items()}
 
@@ -199,7 +210,7 @@ def _read_file(file: Path, specs: list[InputSpec]) -> list[np.ndarray]:
                 arrays = {k: obj[k] for k in obj.files}
         else:
             arrays = None
-    except _LOAD_ERRORS as exc:
+    except LOAD_ERRORS as exc:
         raise CalibrationError(f"cannot read '{file}' as .npy/.npz: {first_line(exc)}") from None
     if arrays is None:  # a single .npy array
         if len(names) != 1:

@@ -8,6 +8,7 @@ named nodes ("conv1", "bn1", "relu1", ..., "fc") so tests can refer to them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -191,3 +192,16 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run([OUTPUT], {INPUT: x})[0]
+
+
+def save_inputs(directory: Path, model: onnx.ModelProto | None = None, n: int = 16, **save_options) -> tuple[Path, Path]:
+    """Write ``model`` (default: lenet_like()) and n random calibration inputs into ``directory``/in.
+
+    Returns (model path, calibration path); ``save_options`` go to onnx.save (external data).
+    """
+    model = model or lenet_like()
+    model_path, calib_path = Path(directory) / "in" / "m.onnx", Path(directory) / "in" / "calib.npy"
+    model_path.parent.mkdir(exist_ok=True)
+    onnx.save(model, model_path, **save_options)
+    np.save(calib_path, random_inputs(model, n, seed=1))
+    return model_path, calib_path

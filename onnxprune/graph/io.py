@@ -5,41 +5,109 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import external_data_helper, helper
 
 from onnxprune.errors import ModelError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
 
+# protobuf cannot serialise a message of 2 GiB or more; the margin is for the graph's own messages
+# beside the tensors, which the size estimate below does not count.
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - 2**26
+# Tensors loaded before shape inference, which reads the values of shape-like inputs (Reshape
+# targets, Slice bounds, Resize scales); weights are loaded after it.
+_SMALL_TENSOR = 4096
+
+
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load and check a model file, with one-line errors for anything that is not a usable model."""
+    """Load and check a model file, with one-line errors for anything that is not a usable model.
+
+    Tensors stored in external data files (models over protobuf's 2 GB limit must use them) are
+    read from the model's directory. The checker and shape inference never see the weights then,
+    so that they work at any model size.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types for a garbage file
         raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {first_line(exc)})") from None
-    return check_model(model, str(path))
+    if not any(external_data_helper.uses_external_data(t) for t in _tensors(model.graph)):
+        return check_model(model, str(path))
+    _check_graph(model, str(path))
+    for location in sorted({external_data_helper.ExternalDataInfo(t).location for t in _external(model)}):
+        if not (path.parent / location).is_file():
+            raise ModelError(f"{path}: its external data file '{location}' is missing; "
+                             f"it must be in {path.parent} beside the model")
+    _checked(onnx.checker.check_model, str(path), f"{path}: fails onnx.checker")  # by path: reads no weights
+    for tensor in _external(model):
+        if int(np.prod(tensor.dims)) <= _SMALL_TENSOR:
+            _load_tensor(tensor, path)
+    model = _checked(onnx.shape_inference.infer_shapes, model, f"{path}: shape inference failed")
+    for tensor in _external(model):
+        _load_tensor(tensor, path)
+    return model
 
 
 def check_model(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
     """Run onnx.checker and ONNX shape inference; return the model with value_info filled in."""
+    _check_graph(model, where)
+    _checked(onnx.checker.check_model, model, f"{where}: fails onnx.checker")
+    return _checked(onnx.shape_inference.infer_shapes, model, f"{where}: shape inference failed")
+
+
+def _check_graph(model: onnx.ModelProto, where: str) -> None:
     if not isinstance(model, onnx.ModelProto) or len(model.graph.node) == 0:
         raise ModelError(f"{where}: not an ONNX model with a graph (no nodes found)")
+
+
+def _checked(check, argument, failure: str):
+    """``check(argument)``, with any failure turned into a one-line ModelError."""
     try:
-        onnx.checker.check_model(model)
+        return check(argument)
     except Exception as exc:
-        raise ModelError(f"{where}: fails onnx.checker: {first_line(exc)}") from None
+        raise ModelError(f"{failure}: {first_line(exc)}") from None
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, Constant values and those of subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
+
+
+def _external(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [t for t in _tensors(model.graph) if external_data_helper.uses_external_data(t)]
+
+
+def _load_tensor(tensor: onnx.TensorProto, path: Path) -> None:
+    """Read one tensor's bytes from its external file into the message, checking their count."""
     try:
-        return onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:
-        raise ModelError(f"{where}: shape inference failed: {first_line(exc)}") from None
+        external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
+    except Exception as exc:  # onnx refuses locations outside the directory and short files
+        raise ModelError(f"{path}: cannot read external data of tensor '{tensor.name}' ({first_line(exc)})") from None
+    tensor.ClearField("data_location")  # unset, not DEFAULT: the bytes then equal the one-file model's
+    del tensor.external_data[:]
+    if tensor.data_type != onnx.TensorProto.STRING:
+        expected = int(np.prod(tensor.dims)) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        if len(tensor.raw_data) != expected:
+            raise ModelError(f"{path}: external data of tensor '{tensor.name}' has {len(tensor.raw_data)} bytes, "
+                             f"its shape needs {expected} (truncated data file?)")
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -123,9 +191,61 @@ def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write the model atomically (see :func:`write_atomic`)."""
-    write_atomic(model.SerializeToString(), path)
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
+               limit: int = EXTERNAL_DATA_ABOVE) -> Path | None:
+    """Write the model atomically; return the path of its external data file if one was written.
+
+    The tensors go to ``PATH.data`` beside the model when ``external_data`` is asked for, or when
+    they add up to more than ``limit`` bytes (a single file cannot pass protobuf's 2 GB limit).
+    """
+    path = Path(path)
+    if not external_data and sum(t.ByteSize() for t in _tensors(model.graph)) <= limit:
+        write_atomic(model.SerializeToString(), path)
+        return None
+    data_path = path.with_name(path.name + ".data")
+    with _staged(data_path) as data_tmp, _staged(path) as model_tmp:
+        moved: list[tuple[onnx.TensorProto, int, int]] = []
+        try:
+            _move_out(model, data_tmp, data_path.name, moved)
+            model_tmp.write_bytes(model.SerializeToString())
+        finally:
+            _move_back(moved, data_tmp)
+        os.replace(data_tmp, data_path)  # the data first: the new model never refers to old data
+        os.replace(model_tmp, path)
+    return data_path
+
+
+_EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the model file, as onnx.save does
+
+
+def _move_out(model: onnx.ModelProto, file: Path, location: str, moved: list) -> None:
+    """Write the tensors' bytes to ``file`` and make the tensors refer to it as ``location``.
+
+    ``moved`` collects (tensor, offset, length) as each tensor's bytes are safely on disk, so that
+    :func:`_move_back` can restore the caller's model whatever happens. Writing ourselves rather
+    than with onnx.save(save_as_external_data=True) keeps the data in a temporary file while the
+    message names the final one, and holds a second copy of one tensor at a time, not of the model.
+    """
+    with open(file, "wb") as handle:
+        for tensor in _tensors(model.graph):
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < _EXTERNAL_MIN_BYTES:
+                continue
+            raw, offset = tensor.raw_data, handle.tell()
+            handle.write(raw)
+            handle.flush()  # a write error surfaces here, before the message loses the bytes
+            moved.append((tensor, offset, len(raw)))
+            external_data_helper.set_external_data(tensor, location, offset, len(raw))
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
+
+
+def _move_back(moved: list, file: Path) -> None:
+    with open(file, "rb") as handle:
+        for tensor, offset, length in moved:
+            handle.seek(offset)
+            tensor.raw_data = handle.read(length)
+            tensor.ClearField("data_location")  # unset, as in a model that never had external data
+            del tensor.external_data[:]
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
@@ -138,17 +258,36 @@ def write_atomic(data: bytes, path: str | os.PathLike) -> None:
     An interrupted or failed write never leaves a partial file and never touches an existing one.
     """
     path = Path(path)
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+    with _staged(path) as tmp:
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
-        raise
+
+
+@contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write and then rename onto it; removed if not renamed.
+
+    Any OSError on the way (including creating the file) becomes a one-line OutputError.
+    """
+    check_writable(path)
+    tmp = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the model private to us
+        yield tmp
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or first_line(exc)})") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -156,7 +295,7 @@ def check_writable(path: str | os.PathLike) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give the path of the .onnx file to write")
+        raise OutputError(f"{path}: is a directory; give the path of a file to write")
     if not directory.is_dir():
         raise OutputError(f"{path}: output directory {directory} does not exist")
     if not os.access(directory, os.W_OK):

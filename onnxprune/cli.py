@@ -23,6 +23,7 @@ Examples:
   onnxprune models/lenet5_mnist.onnx lenet5_pruned.onnx --calib models/mnist_calib.npy
   onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 1 --report report.json
   onnxprune net.onnx net_small.onnx --calib x.npz --exclude /features/0/Conv --quiet
+  onnxprune vgg16.onnx small.onnx --calib images/ --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 --eval test/ --bench
 
 \b
 Exit status: 0 on success, 1 when an input is unusable (the message says which and why),
@@ -32,7 +33,8 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
 @click.argument("out_path", metavar="OUT.onnx", type=click.Path(path_type=Path))
 @click.option("--calib", "calib", required=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Calibration inputs, preprocessed exactly as the model expects: a .npy batch (single-input "
-                   "models), a .npz keyed by graph input name, or a directory of such files (concatenated).")
+                   "models), a .npz keyed by graph input name, or a directory of such files (concatenated); "
+                   "or a folder of images (flat or one sub-folder per class; see --size, --mean, --std).")
 @click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.max_samples, show_default=True,
               help="Calibration samples to use; a random subset (see --seed) when there are more.")
 @click.option("--eps-l2", type=click.FloatRange(min=0), default=DEFAULTS.eps_l2, show_default=True,
@@ -48,6 +50,29 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               help="GES iterations per layer at most; more iterations remove a few more channels.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Never prune the input or output channels of this node (repeatable). Names are in the summary.")
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",
+              help="Report top-1 before and after on labelled data: an .npz with x (inputs) and y (integer labels), "
+                   "or a folder with one sub-folder of images per class (label = index in sorted folder names).")
+@click.option("--check", is_flag=True,
+              help="Report the max and mean absolute output difference, original vs pruned, on (at most 256) "
+                   "calibration samples.")
+@click.option("--bench", is_flag=True,
+              help="Report onnxruntime CPU latency before and after (1 thread, median of interleaved runs) "
+                   "at batch 1 and --bench-batch.")
+@click.option("--bench-batch", type=click.IntRange(min=1), metavar="N",
+              help="The larger batch of --bench (implies it).  [default: 64]")
+@click.option("--size", metavar="H,W",
+              help="Image folders: resize every image to this size (bilinear; one number for a square). "
+                   "Without it images must already have the model's input size.")
+@click.option("--scale", metavar="S",
+              help="Image folders: multiply pixel values 0..255 by S, a number or a fraction.  [default: 1/255]")
+@click.option("--mean", metavar="M[,M,M]",
+              help="Image folders: subtract this per channel (RGB order) after --scale.  [default: 0]")
+@click.option("--std", metavar="S[,S,S]",
+              help="Image folders: then divide by this per channel.  [default: 1]")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
+              help="Image folders: the model input's layout; its channel count picks RGB (3) or grayscale (1).  "
+                   "[default: NCHW]")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.json",
               help="Also write the report (parameters, MACs, per-layer channels, timings) as JSON.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
@@ -60,7 +85,8 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
 @click.option("-q", "--quiet", is_flag=True, help="No per-layer progress and no table: one result line.")
 def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float, eps_entropy: float,
          threshold: float, param_weighting: float, max_iter: int, exclude: tuple[str, ...],
-         report_path: Path | None, seed: int, external_data: bool, force: bool, quiet: bool) -> None:
+         report_path: Path | None, seed: int, external_data: bool, force: bool, quiet: bool,
+         eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None, **image_options: str | None) -> None:
     """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
     weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
 
@@ -71,7 +97,9 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
     try:
         config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
                              param_weighting=param_weighting, max_iter=max_iter, exclude=frozenset(exclude), seed=seed)
-        _run(in_path, out_path, calib, config, report_path, quiet, external_data=external_data, force=force)
+        measure = _measure_options(eval_path, check, bench, bench_batch, image_options)
+        _run(in_path, out_path, calib, config, report_path, quiet, external_data=external_data, force=force,
+             measure=measure)
     except OnnxPruneError as exc:
         click.echo(f"onnxprune: error: {exc}", err=True)
         sys.exit(1)
@@ -87,7 +115,7 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
 
 
 def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report_path: Path | None, quiet: bool,
-         *, external_data: bool = False, force: bool = False) -> None:
+         *, external_data: bool = False, force: bool = False, measure: dict | None = None) -> None:
     from onnxprune.api import prune
     from onnxprune.errors import OutputError
     from onnxprune.graph.io import check_writable, save_model, write_text
@@ -102,18 +130,28 @@ def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report
         if path is not None:
             check_writable(path)
     progress = None if quiet else (lambda line: click.echo(line, err=True))
-    model, report = prune(in_path, calib, config, progress=progress)
+    model, report = prune(in_path, calib, config, progress=progress, **(measure or {}))
     data_path = save_model(model, out_path, external_data=external_data)
     if report_path is not None:
         write_text(report.to_json(), report_path)
     if quiet:
         click.echo(f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
                    f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
-                   f"{report.seconds:.1f}s")
+                   f"{report.seconds:.1f}s{report.measurement_note()}")
     else:
         click.echo(report.summary())
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
+
+
+def _measure_options(eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None,
+                     image_options: dict[str, str | None]) -> dict:
+    """prune()'s keyword arguments for --eval, --check, --bench and the image preprocessing options."""
+    from onnxprune.calib.images import Preprocessing
+
+    given = {name: value for name, value in image_options.items() if value is not None}
+    return {"eval": eval_path, "check": check, "bench": (bench_batch or True) if bench or bench_batch else False,
+            "preprocessing": Preprocessing(**given) if given else None}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,7 @@
 """The numerical core against closed forms: ridge, simplex KKT, least squares, planted channels."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,15 @@ def test_target_weights_scale_the_targets():
     assert p.target_var.mean() == pytest.approx(1.0)
     ratio = p.target_scale / weights
     np.testing.assert_allclose(ratio, ratio[0])
+
+
+def test_all_channels_constant_gives_uniform_weights_without_nan():
+    problem, _, _ = planted_problem()
+    constant = LayerProblem(np.zeros_like(problem.gram), np.zeros_like(problem.cross), problem.target_var,
+                            problem.x_mean, problem.y_mean, problem.channel_of_feature, problem.n_channels,
+                            problem.n_samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a 0/0 in the solver would raise here
+        result = solve_ges([normalise(constant)], GesOptions(eps_l2=1.0))
+    assert np.allclose(result.weights, 1 / problem.n_channels)
+    assert select_channels(result.weights, threshold=0.5).all()

@@ -285,6 +285,10 @@ def compress_targets(p: NormalisedProblem, keep_energy: float) -> NormalisedProb
 def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOptions()) -> GesResult:
     """Alternate Lambda- and w-steps until the weights stop moving."""
     n = problems[0].n_channels
+    if not live_mask(problems).any():
+        # Every channel is constant on the calibration data: nothing to regress on, so there is
+        # nothing to choose between either; uniform weights keep them all (and avoid 0/0).
+        return GesResult(weights=np.full(n, 1.0 / n), objective=[], n_iter=0, converged=True)
     w = initial_weights(problems)
     problems = [compress_targets(p, options.keep_energy) for p in problems]
     active = w > 0

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.calib.data import InputSpec, calibration_from_arrays, input_specs, load_calibration
 from onnxprune.calib.images import Preprocessing, is_image_folder, load_image_calibration
+from onnxprune.budget import History, SearchOptions, budget_from, find_budget
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, ModelError
 from onnxprune.engine import Pruner
@@ -34,7 +36,8 @@ Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray]
 def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config: PruneConfig | None = None, *,
           progress: Callable[[str], None] | None = None, eval: EvalSource | None = None, check: bool = False,
           bench: bool | int = False, preprocessing: Preprocessing | None = None,
-          **options) -> tuple[onnx.ModelProto, Report]:
+          target_sparsity: float | None = None, target_macs: float | None = None, search: SearchOptions | None = None,
+          history: History | None = None, **options) -> tuple[onnx.ModelProto, Report]:
     """Prune the channels a network can do without and reconstruct the rest.
 
     Parameters
@@ -53,13 +56,23 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         an int N instead of True benchmarks batch 1 and N.
     preprocessing : how image folders (``calib`` or ``eval``) become inputs; defaults to
         :class:`onnxprune.Preprocessing`'s defaults. Refused when neither is an image folder.
+    target_sparsity, target_macs : a budget, the fraction of the parameters (or of the MACs) to
+        remove: eps_l2 is searched for, from ``config.eps_l2`` on, until the pruned model is within
+        ``search.tolerance`` of it (``Report.search`` lists the trials); a budget that cannot be met
+        raises :class:`onnxprune.BudgetError`, which names the closest fraction reached. A MAC
+        budget prices eps_l2 by MACs (``pricing``) unless told otherwise.
+    search : :class:`onnxprune.SearchOptions` of a budget: tolerance, trials, calibration subset.
+    history : earlier trials of budget searches on the same model and data (a sweep shares one).
 
     Returns
     -------
     (pruned ModelProto, Report). The pruned model has passed onnx.checker and run in onnxruntime.
     """
     started = time.perf_counter()
+    budget = budget_from(target_sparsity, target_macs, search)
     config = replace(config or PruneConfig(), **options)
+    if config.pricing is None:
+        config = replace(config, pricing="macs" if budget is not None and budget.metric == "macs" else "params")
     say = progress or (lambda line: None)
     batches = _bench_batches(bench)
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else check_model(model)
@@ -73,6 +86,32 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         say(f"top-1 of the original model on {len(eval_data):,} samples of {eval_data.source}")
         top1_before = top1(model, eval_data)
     measure_seconds = time.perf_counter() - measure_start
+    if budget is None:
+        result, report = _prune_once(model, feeds, config, say, started)
+    else:
+        result, report = find_budget(budget, config, feeds, partial(_prune_once, model), say, history=history)
+        report = replace(report, seconds=round(time.perf_counter() - started, 3))
+    measure_start, measured = time.perf_counter(), {}
+    if eval_data is not None:
+        say("top-1 of the pruned model")
+        measured["accuracy"] = Accuracy(len(eval_data), top1_before, top1(result, eval_data), eval_data.source)
+    if check:
+        say("output difference on calibration samples")
+        measured["check"] = output_difference(model, result, feeds)
+    if batches:
+        say(f"latency at batch {', '.join(map(str, batches))}")
+        measured["latency"] = benchmark(model, result, feeds, batches=batches)
+    if measured:  # the wall time covers the measurements too, and the timings say how much they took
+        measure_seconds += time.perf_counter() - measure_start
+        report = replace(report, **measured, seconds=round(time.perf_counter() - started, 3),
+                         timings={**report.timings, "measure": round(measure_seconds, 3)})
+    return result, report
+
+
+def _prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,
+                say: Callable[[str], None], started: float | None = None) -> tuple[onnx.ModelProto, Report]:
+    """One walk with one configuration: the pruned, verified model and its report."""
+    started = time.perf_counter() if started is None else started
     shapes = tensor_shapes(model)
     original, pruned = to_graph(model), to_graph(model)
     channels = analyse_channels(pruned, shapes, config.exclude)
@@ -96,20 +135,6 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     result = export(pruned, model)
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
     report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started)
-    measure_start, measured = time.perf_counter(), {}
-    if eval_data is not None:
-        say("top-1 of the pruned model")
-        measured["accuracy"] = Accuracy(len(eval_data), top1_before, top1(result, eval_data), eval_data.source)
-    if check:
-        say("output difference on calibration samples")
-        measured["check"] = output_difference(model, result, feeds)
-    if batches:
-        say(f"latency at batch {', '.join(map(str, batches))}")
-        measured["latency"] = benchmark(model, result, feeds, batches=batches)
-    if measured:  # the wall time covers the measurements too, and the timings say how much they took
-        measure_seconds += time.perf_counter() - measure_start
-        report = replace(report, **measured, seconds=round(time.perf_counter() - started, 3),
-                         timings={**report.timings, "measure": round(measure_seconds, 3)})
     return result, report
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from onnxprune.errors import ConfigError
 
+SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -27,6 +29,11 @@ class PruneConfig:
     ridge : relative ridge of the final least-squares refit of the kept channels.
     refit_prior : shrink the refit towards the original layer's weights (True) or towards 0.
     exclude : node names whose input and output channels are never pruned.
+    selector : how a unit's channels are chosen: "ges" (the method), or, for comparisons, "l1"
+        (filter L1 norms, Li et al. 2017) or "lasso" (He et al. 2017); all share the refit.
+    keep_fraction : every unit keeps this fraction of its channels, the top ones by the selector's
+        score (required by "l1" and "lasso"; with "ges" it replaces the threshold). None: GES's
+        own threshold decides how many.
     seed : seed for the calibration subset and the pixel sampling.
     batch_size : images per onnxruntime call and per statistics batch.
     max_iter, tol : GES iteration limit, and the largest change of n*w_c that counts as converged.
@@ -41,6 +48,8 @@ class PruneConfig:
     ridge: float = 1e-3
     refit_prior: bool = True
     exclude: frozenset[str] = field(default_factory=frozenset)
+    selector: str = "ges"
+    keep_fraction: float | None = None
     seed: int = 0
     batch_size: int = 128
     max_iter: int = 20
@@ -62,3 +71,9 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
+        if self.selector not in SELECTORS:
+            raise ConfigError(f"selector must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
+        if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
+            raise ConfigError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.selector != "ges" and self.keep_fraction is None:
+            raise ConfigError(f"selector {self.selector!r} ranks channels but does not say how many: give keep_fraction")

@@ -24,6 +24,7 @@ from onnxprune.graph.analysis import Layer, output_gain
 from onnxprune.graph.channels import ChannelGraph, Unit
 from onnxprune.rewrite import remove_classes, set_weights
 from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
+from onnxprune.solve.selectors import l1_scores, lasso_scores, n_to_keep, top_k
 from onnxprune.solve.problem import LayerProblem, normalise
 from onnxprune.solve.refit import refit
 
@@ -96,10 +97,7 @@ class Pruner:
                  for p, layer in zip(later, unit.consumers[1:])]
         problems = [problem] + later
         normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
-        options = GesOptions(eps_entropy=self.config.eps_entropy, eps_l2=self.eps_l2[id(unit)],
-                             max_iter=self.config.max_iter, tol=self.config.tol)
-        result = solve_ges(normalised, options)
-        keep = select_channels(result.weights, threshold=self.config.threshold)
+        scores, keep, how = self._select(unit, problems, normalised)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
         self.timings["statistics"] += t1 - t0
         self.timings["solve"] += time.perf_counter() - t1
@@ -108,7 +106,7 @@ class Pruner:
         for classes in self.channels.emptied(removed):
             # No tensor may lose all its channels: keep its best one (a tensor can be part of a unit).
             local = [index[int(c)] for c in classes]
-            keep[local[int(np.argmax(result.weights[local]))]] = True
+            keep[local[int(np.argmax(scores[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
         if removed.size:
             keep_of = remove_classes(self.channels, self.pruned, removed)
@@ -121,7 +119,53 @@ class Pruner:
         self._install(first, problem, keep)
         shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
         return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
-                f"({problem.n_samples} rows, GES {result.n_iter} iterations{shared})")
+                f"({problem.n_samples} rows, {how}{shared})")
+
+    def _select(self, unit: Unit, problems: list[LayerProblem], normalised) -> tuple[np.ndarray, np.ndarray, str]:
+        """Score the unit's channels and choose the kept ones: (scores, keep mask, what was done)."""
+        config, n = self.config, len(unit.classes) + len(unit.frozen_classes)
+        if config.selector == "l1":
+            scores = l1_scores(self._producer_rows(unit), n)
+            how = "L1 filter norms"
+        elif config.selector == "lasso":
+            weights = [self._original_weight(layer, p.n_features) for layer, p in zip(unit.consumers, problems)]
+            scores = lasso_scores(normalised, weights, n_to_keep(len(unit.classes), config.keep_fraction))
+            how = "LASSO"
+        else:
+            options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=self.eps_l2[id(unit)],
+                                 max_iter=config.max_iter, tol=config.tol)
+            result = solve_ges(normalised, options)
+            scores, how = result.weights, f"GES {result.n_iter} iterations"
+        if config.keep_fraction is None:
+            return scores, select_channels(scores, threshold=config.threshold), how
+        # A uniform fraction of the prunable classes; frozen ones (last in the unit) stay anyway.
+        prunable = top_k(scores[:len(unit.classes)], n_to_keep(len(unit.classes), config.keep_fraction))
+        return scores, np.concatenate([prunable, np.ones(len(unit.frozen_classes), dtype=bool)]), how
+
+    def _producer_rows(self, unit: Unit) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each layer producing some of the unit's channels: (original weight rows, unit channel of each row or -1)."""
+        rows = []
+        for layer in self.channels.layers:
+            original = self.original_layers[layer.name]
+            output = original.node.outputs[0].name
+            if output not in self.original_maps:
+                continue
+            roots = self.channels.root_of[self.original_maps[output]]
+            local = np.array([unit.local_index.get(int(r), -1) for r in roots])
+            if (local >= 0).any():
+                rows.append((original.weight.reshape(original.out_channels, -1), local))
+        return rows
+
+    def _original_weight(self, layer: Layer, n_features: int) -> np.ndarray:
+        """The original layer's weight on the outputs and input features that still exist."""
+        original = self.original_layers[layer.name]
+        weight = original.weight.reshape(original.out_channels, -1)
+        rows, columns = self._out_rows(layer), self._surviving(layer.node.inputs[0].name)
+        if rows is not None:
+            weight = weight[rows]
+        if columns is not None and n_features != weight.shape[1]:
+            weight = weight[:, np.repeat(columns, kernel_size(layer))]
+        return weight
 
     def _refit(self, layer: Layer) -> str:
         x_pruned = self.runner_pruned.cache[layer.node.inputs[0].name]
@@ -157,15 +201,8 @@ class Pruner:
 
     def _install(self, layer: Layer, problem: LayerProblem, keep: np.ndarray) -> None:
         """Refit the layer on the problem's kept channels and write the weights into the graph."""
-        prior = None
-        if self.config.refit_prior:  # the original weights, on the outputs and inputs that still exist
-            original = self.original_layers[layer.name]
-            prior = original.weight.reshape(original.out_channels, -1)
-            rows, columns = self._out_rows(layer), self._surviving(layer.node.inputs[0].name)
-            if rows is not None:
-                prior = prior[rows]
-            if columns is not None and problem.n_features != prior.shape[1]:
-                prior = prior[:, np.repeat(columns, kernel_size(layer))]
+        # Shrink towards the original weights, on the outputs and inputs that still exist.
+        prior = self._original_weight(layer, problem.n_features) if self.config.refit_prior else None
         weight, bias = refit(problem, keep, ridge=self.config.ridge, prior=prior)
         shape = layer.weight.shape
         set_weights(layer, weight.reshape(weight.shape[:1] + (-1,) + shape[2:]), bias)

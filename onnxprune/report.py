@@ -57,6 +57,29 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Trial:
+    """One prune of a budget search: its eps_l2, on how many calibration samples, and what it removed."""
+
+    eps_l2: float
+    samples: int
+    params_removed: float
+    macs_removed: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """How a budget (--target-sparsity / --target-macs) was met: the eps_l2 found and every trial."""
+
+    metric: str  # "params" or "macs"
+    target: float
+    tolerance: float
+    eps_l2: float
+    samples: int  # calibration samples of the final prune (trials on fewer were on a random subset)
+    trials: list[Trial] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Report:
     params_before: int
     params_after: int
@@ -71,6 +94,7 @@ class Report:
     accuracy: Accuracy | None = None
     check: OutputCheck | None = None
     latency: list[Latency] = field(default_factory=list)
+    search: SearchReport | None = None  # set when a budget was asked for
 
     @property
     def params_removed(self) -> float:
@@ -111,6 +135,8 @@ class Report:
         lines.append(f"parameters: {self.params_before:,} -> {self.params_after:,} ({self.params_removed:.1%} removed)")
         lines.append(f"MACs:       {self.macs_before:,} -> {self.macs_after:,} ({self.macs_removed:.1%} removed)")
         lines.append(f"wall time:  {self.seconds:.1f}s" + self._timing_note())
+        if self.search is not None:
+            lines.append(f"budget:     {self.search_note()}")
         lines += self.measurement_lines()
         frozen = [(layer.name, layer.frozen) for layer in self.layers if layer.frozen]
         if frozen or self.skipped:
@@ -118,6 +144,17 @@ class Report:
             lines += [f"  input channels of {name}: {reason}" for name, reason in frozen]
             lines += [f"  {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines)
+
+    def search_note(self) -> str:
+        """How the budget was met, in one line ('' without a budget)."""
+        s = self.search
+        if s is None:
+            return ""
+        reached = self.params_removed if s.metric == "params" else self.macs_removed
+        subset = sum(t.samples < s.samples for t in s.trials)
+        return (f"{reached:.1%} of the {'parameters' if s.metric == 'params' else 'MACs'} removed "
+                f"(target {s.target:.1%} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
+                f"found in {len(s.trials)} trials" + (f" ({subset} on a subset of the samples)" if subset else ""))
 
     def measurement_note(self) -> str:
         """The measurements in a few words, for a one-line result ('' when none was asked for)."""

@@ -37,3 +37,37 @@ def test_l1_scores_normalise_each_producer():
 
 def test_n_to_keep_bounds():
     assert n_to_keep(10, 0.0) == 1 and n_to_keep(10, 1.0) == 10 and n_to_keep(10, 0.46) == 5
+
+
+# --- through prune(): every selector shares the rewrite and the refit ---------------------------
+
+import pytest  # noqa: E402
+
+from builders import lenet_like, random_inputs, run  # noqa: E402
+from onnxprune import prune  # noqa: E402
+from onnxprune.errors import ConfigError  # noqa: E402
+from topologies import build  # noqa: E402
+
+
+@pytest.mark.parametrize("selector", ["ges", "l1", "lasso"])
+def test_keep_fraction_keeps_that_share_of_every_layer(selector):
+    model = lenet_like()
+    calib = random_inputs(model, 64, seed=1)
+    pruned, report = prune(model, calib, selector=selector, keep_fraction=0.5)
+    for layer in report.layers[:-1]:  # the last layer's outputs are the model's
+        assert layer.channels_after == n_to_keep(layer.channels_before, 0.5), layer.name
+    assert run(pruned, calib).shape == run(model, calib).shape
+
+
+@pytest.mark.parametrize("selector", ["l1", "lasso"])
+def test_selectors_on_a_residual_net(selector):
+    model = build(["residual", "bottleneck", "dense"], seed=3)
+    calib = random_inputs(model, 32, seed=2)
+    pruned, report = prune(model, calib, selector=selector, keep_fraction=0.5)
+    assert report.params_after < report.params_before
+    assert np.all(np.isfinite(run(pruned, calib)))
+
+
+def test_ranking_selector_needs_a_fraction():
+    with pytest.raises(ConfigError, match="keep_fraction"):
+        prune(lenet_like(), np.zeros((1, 1, 28, 28), np.float32), selector="l1")

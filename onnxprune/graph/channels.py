@@ -16,6 +16,7 @@ make one unit too).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,19 +139,24 @@ class ChannelGraph:
                 out.append(np.unique(classes))
         return out
 
-    def params_controlled(self, roots: np.ndarray) -> float:
+    def params_controlled(self, roots: np.ndarray, layer_scale: Mapping[str, float] | None = None) -> float:
         """Parameters that would go if every channel of the given classes went: producer rows (and
-        biases), consumer columns, per-channel constants along the way."""
+        biases), consumer columns, per-channel constants along the way. With ``layer_scale`` each
+        layer's parameters count that many times (its output pixels: MACs instead of parameters),
+        and the per-channel constants, which cost no MACs, not at all."""
         def count(tensor_name: str) -> int:
             classes = self.classes(tensor_name)
             return 0 if classes is None else int(np.isin(classes, roots).sum())
 
         total = 0.0
         for layer in self.layers:
+            scale = 1.0 if layer_scale is None else layer_scale[layer.name]
             n_in = self.maps.get(layer.node.inputs[0].name)
             if n_in is not None and n_in.size:
-                total += count(layer.node.inputs[0].name) * layer.weight.size / n_in.size
-            total += count(layer.node.outputs[0].name) * (layer.weight.size / layer.out_channels + 1)
+                total += scale * count(layer.node.inputs[0].name) * layer.weight.size / n_in.size
+            total += scale * count(layer.node.outputs[0].name) * (layer.weight.size / layer.out_channels + 1)
+        if layer_scale is not None:
+            return total
         for name, coupling in self.couplings.items():
             out = self.nodes[name].outputs[0].name
             for constant, axis in coupling.params:

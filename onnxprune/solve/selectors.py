@@ -21,7 +21,6 @@ import numpy as np
 from onnxprune.solve.ges import live_mask, w_step_terms
 from onnxprune.solve.problem import NormalisedProblem
 
-SELECTORS = ("ges", "l1", "lasso")
 
 
 def n_to_keep(n_channels: int, keep_fraction: float) -> int:

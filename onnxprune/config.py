@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from onnxprune.errors import ConfigError
 
 SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
+PRICINGS = ("params", "macs")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,13 @@ class PruneConfig:
     ridge : relative ridge of the final least-squares refit of the kept channels.
     refit_prior : shrink the refit towards the original layer's weights (True) or towards 0.
     exclude : node names whose input and output channels are never pruned.
+    min_keep : every layer keeps at least this fraction of its output channels (0 = no floor):
+        when the selection keeps fewer, the channels with the largest scores are kept as well.
+    layer_eps : node name -> factor on the eps_l2 of the channels that node produces (and every
+        channel tied to them): below 1 prunes them less, above 1 more.
+    pricing : what a unit's eps_l2 is priced by (see param_weighting): "params", or "macs" to move
+        the pruning to where the multiply-accumulates are; None: "macs" under a MAC budget
+        (prune(target_macs=...)), "params" otherwise.
     selector : how a unit's channels are chosen: "ges" (the method), or, for comparisons, "l1"
         (filter L1 norms, Li et al. 2017) or "lasso" (He et al. 2017); all share the refit.
     keep_fraction : every unit keeps this fraction of its channels, the top ones by the selector's
@@ -48,6 +57,9 @@ class PruneConfig:
     ridge: float = 1e-3
     refit_prior: bool = True
     exclude: frozenset[str] = field(default_factory=frozenset)
+    min_keep: float = 0.0
+    layer_eps: Mapping[str, float] = field(default_factory=dict)
+    pricing: str | None = None
     selector: str = "ges"
     keep_fraction: float | None = None
     seed: int = 0
@@ -57,6 +69,7 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", frozenset(self.exclude))
+        object.__setattr__(self, "layer_eps", dict(self.layer_eps))
         self.validate()
 
     def validate(self) -> None:
@@ -71,6 +84,13 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
+        if not 0 <= self.min_keep <= 1:
+            raise ConfigError(f"min_keep must be a fraction in [0, 1], got {self.min_keep}")
+        for name, factor in self.layer_eps.items():
+            if not factor >= 0:
+                raise ConfigError(f"layer_eps['{name}'] must be >= 0, got {factor}")
+        if self.pricing is not None and self.pricing not in PRICINGS:
+            raise ConfigError(f"pricing must be one of {', '.join(PRICINGS)}, got {self.pricing!r}")
         if self.selector not in SELECTORS:
             raise ConfigError(f"selector must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
         if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:

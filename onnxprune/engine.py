@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.calib.record import LayerRecorder, layer_statistics, original_statistics
 from onnxprune.calib.runner import SegmentRunner
 from onnxprune.config import PruneConfig
+from onnxprune.controls import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
 from onnxprune.graph.analysis import Layer, output_gain
 from onnxprune.graph.channels import ChannelGraph, Unit
 from onnxprune.rewrite import remove_classes, set_weights
@@ -98,6 +99,7 @@ class Pruner:
         problems = [problem] + later
         normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
         scores, keep, how = self._select(unit, problems, normalised)
+        keep = keep_at_least(keep, scores, unit, self.channels, self.config.min_keep)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
         self.timings["statistics"] += t1 - t0
         self.timings["solve"] += time.perf_counter() - t1
@@ -216,18 +218,3 @@ def kernel_size(layer: Layer) -> int:
 def restrict_targets(problem: LayerProblem, rows: np.ndarray) -> LayerProblem:
     """The same regression for a subset of its targets."""
     return replace(problem, cross=problem.cross[rows], target_var=problem.target_var[rows], y_mean=problem.y_mean[rows])
-
-
-def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) -> dict[int, float]:
-    """eps_l2 per unit: scaled by (parameters the unit controls / mean over units) ** param_weighting.
-
-    With param_weighting = 0 every unit pays the same price; with 1 a unit that controls ten times
-    the parameters prunes under ten times the pressure, which moves the pruning to where the
-    parameters are (the wide late layers of a VGG, both sides of LeNet's big fc1) and spares the
-    small early layers whose errors every later layer inherits.
-    """
-    costs = {id(unit): channels.params_controlled(unit.classes) for unit in units}
-    if not costs:
-        return {}
-    mean = float(np.mean(list(costs.values()))) or 1.0
-    return {key: config.eps_l2 * (cost / mean) ** config.param_weighting for key, cost in costs.items()}

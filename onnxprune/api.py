@@ -26,6 +26,7 @@ from onnxprune.graph.io import check_model, export, load_model, to_graph
 from onnxprune.evaluation import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
                                   output_difference, top1)
 from onnxprune.report import Accuracy, LayerReport, Report, count_params, node_macs, peak_memory_mb
+from onnxprune.timing import forward_pass_seconds
 from onnxprune.verify import verify_model
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray]
 
 def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config: PruneConfig | None = None, *,
           progress: Callable[[str], None] | None = None, eval: EvalSource | None = None, check: bool = False,
-          bench: bool | int = False, preprocessing: Preprocessing | None = None,
+          bench: bool | int = False, preprocessing: Preprocessing | None = None, profile: bool = False,
           target_sparsity: float | None = None, target_macs: float | None = None, search: SearchOptions | None = None,
           history: History | None = None, **options) -> tuple[onnx.ModelProto, Report]:
     """Prune the channels a network can do without and reconstruct the rest.
@@ -56,6 +57,9 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         an int N instead of True benchmarks batch 1 and N.
     preprocessing : how image folders (``calib`` or ``eval``) become inputs; defaults to
         :class:`onnxprune.Preprocessing`'s defaults. Refused when neither is an image folder.
+    profile : also time one plain onnxruntime pass of the original model over the calibration
+        set (``Report.timings["forward_once"]``, not part of ``seconds``), the yardstick of the
+        time breakdown that :func:`onnxprune.timing.breakdown` prints (--verbose).
     target_sparsity, target_macs : a budget, the fraction of the parameters (or of the MACs) to
         remove: eps_l2 is searched for, from ``config.eps_l2`` on, until the pruned model is within
         ``search.tolerance`` of it (``Report.search`` lists the trials); a budget that cannot be met
@@ -105,6 +109,9 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         measure_seconds += time.perf_counter() - measure_start
         report = replace(report, **measured, seconds=round(time.perf_counter() - started, 3),
                          timings={**report.timings, "measure": round(measure_seconds, 3)})
+    if profile:  # after the wall time was taken: the baseline is not part of the run
+        once = forward_pass_seconds(model, feeds, config.batch_size)
+        report = replace(report, timings={**report.timings, "forward_once": round(once, 3)})
     return result, report
 
 
@@ -123,18 +130,22 @@ def _prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pr
         "in": {layer.name: layer.in_channels for layer in channels.layers},
         "out": {layer.name: layer.out_channels for layer in channels.layers},
     }
-    pruner = Pruner(original, pruned, channels, feeds, config)
     seconds: dict[str, float] = {}
-    for index, layer in enumerate(channels.layers, start=1):
-        layer_start = time.perf_counter()
-        note = pruner.step(layer)
-        seconds[layer.name] = time.perf_counter() - layer_start
-        say(f"[{index}/{len(channels.layers)}] {layer.name}: {note}, {seconds[layer.name]:.1f}s")
-    timings = dict(pruner.timings, forward=pruner.forward_seconds)
+    with Pruner(original, pruned, channels, feeds, config) as pruner:  # its activations on disk go, whatever happens
+        for index, layer in enumerate(channels.layers, start=1):
+            layer_start = time.perf_counter()
+            note = pruner.step(layer)
+            seconds[layer.name] = time.perf_counter() - layer_start
+            say(f"[{index}/{len(channels.layers)}] {layer.name}: {note}, {seconds[layer.name]:.1f}s")
+    timings = pruner.all_timings()
 
+    export_start = time.perf_counter()
     result = export(pruned, model)
+    verify_start = time.perf_counter()
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
+    timings.update(export=verify_start - export_start, verify=time.perf_counter() - verify_start)
     report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started)
+    report = replace(report, activations=pruner.store.summary())
     return result, report
 
 

@@ -82,10 +82,18 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
                    "limit). Models with external data are read from IN.onnx's directory either way.")
 @click.option("--force", is_flag=True,
               help="Allow OUT.onnx to be IN.onnx: the input is replaced, atomically, once pruning succeeded.")
+@click.option("--activation-memory", type=click.FloatRange(min=0), default=DEFAULTS.activation_memory_mb,
+              show_default=True, metavar="MB",
+              help="Layer activations (all calibration samples, both networks) held in memory at most; the rest "
+                   "go to a temporary directory ($TMPDIR), removed at the end. 'inf': never use the disk.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-layer progress and no table: one result line.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="After the run, print where the time went (forward passes, statistics, solver, refit, ...) "
+                   "and its ratio to one plain onnxruntime pass over the calibration set, which is timed too.")
 def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float, eps_entropy: float,
          threshold: float, param_weighting: float, max_iter: int, exclude: tuple[str, ...],
-         report_path: Path | None, seed: int, external_data: bool, force: bool, quiet: bool,
+         report_path: Path | None, seed: int, external_data: bool, force: bool, activation_memory: float,
+         quiet: bool, verbose: bool,
          eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None, **image_options: str | None) -> None:
     """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
     weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
@@ -96,8 +104,9 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
 
     try:
         config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
-                             param_weighting=param_weighting, max_iter=max_iter, exclude=frozenset(exclude), seed=seed)
-        measure = _measure_options(eval_path, check, bench, bench_batch, image_options)
+                             param_weighting=param_weighting, max_iter=max_iter, exclude=frozenset(exclude), seed=seed,
+                             activation_memory_mb=activation_memory)
+        measure = {**_measure_options(eval_path, check, bench, bench_batch, image_options), "profile": verbose}
         _run(in_path, out_path, calib, config, report_path, quiet, external_data=external_data, force=force,
              measure=measure)
     except OnnxPruneError as exc:
@@ -142,6 +151,10 @@ def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report
         click.echo(report.summary())
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
+    if measure and measure.get("profile"):
+        from onnxprune.timing import breakdown
+
+        click.echo(breakdown(report.timings, report.seconds, report.activations))
 
 
 def _measure_options(eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None,

@@ -45,6 +45,10 @@ class PruneConfig:
         own threshold decides how many.
     seed : seed for the calibration subset and the pixel sampling.
     batch_size : images per onnxruntime call and per statistics batch.
+    activation_memory_mb : the cached layer-boundary activations (both networks, all samples) kept
+        in memory at most; beyond it they go to files in a temporary directory, read back batch by
+        batch, so memory does not grow with the samples. Same results either way; inf = never spill.
+    activation_dir : where that temporary directory is made (None: the system's, $TMPDIR).
     max_iter, tol : GES iteration limit, and the largest change of n*w_c that counts as converged.
     """
 
@@ -64,6 +68,8 @@ class PruneConfig:
     keep_fraction: float | None = None
     seed: int = 0
     batch_size: int = 128
+    activation_memory_mb: float = 256.0
+    activation_dir: str | None = None
     max_iter: int = 20
     tol: float = 1e-3
 
@@ -79,7 +85,8 @@ class PruneConfig:
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         for name, value in {"eps_l2": self.eps_l2, "threshold": self.threshold, "ridge": self.ridge,
-                            "param_weighting": self.param_weighting}.items():
+                            "param_weighting": self.param_weighting,
+                            "activation_memory_mb": self.activation_memory_mb}.items():
             if not value >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.max_samples is not None and self.max_samples < 1:

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.calib.record import LayerRecorder, layer_statistics, original_statistics
 from onnxprune.calib.runner import SegmentRunner
+from onnxprune.calib.store import MB, ActivationStore, same_values
 from onnxprune.config import PruneConfig
 from onnxprune.controls import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
 from onnxprune.graph.analysis import Layer, output_gain
@@ -42,10 +43,25 @@ class Pruner:
         self.decided: set[int] = set()
         self.eps_l2 = unit_eps_l2(channels, self.units, config)
         self.rng = np.random.default_rng(config.seed)
-        self.runner_original = SegmentRunner(original, feeds, batch_size=config.batch_size)
-        self.runner_pruned = SegmentRunner(pruned, feeds, batch_size=config.batch_size)
-        self.timings = {"statistics": 0.0, "solve": 0.0}
+        # Both runners share one store, so the memory budget covers both networks' activations;
+        # the calibration inputs are shared, not copied.
+        self.store = ActivationStore(memory_limit=config.activation_memory_mb * MB, directory=config.activation_dir,
+                                     batch_size=config.batch_size)
+        inputs = {name: self.store.wrap(array) for name, array in feeds.items()}
+        self.runner_original = SegmentRunner(original, inputs, self.store, batch_size=config.batch_size)
+        self.runner_pruned = SegmentRunner(pruned, inputs, self.store, batch_size=config.batch_size)
+        self.timings = {"statistics": 0.0, "solve": 0.0, "refit": 0.0, "rewrite": 0.0}
         self.lookahead = self._lookahead_statistics()
+
+    def close(self) -> None:
+        """Remove the activations kept on disk; call it however the walk ends."""
+        self.store.close()
+
+    def __enter__(self) -> "Pruner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def step(self, layer: Layer) -> str:
         """Decide the layer's unit if this is its first consumer, then refit the layer."""
@@ -59,6 +75,11 @@ class Pruner:
     @property
     def forward_seconds(self) -> float:
         return self.runner_original.seconds + self.runner_pruned.seconds
+
+    def all_timings(self) -> dict[str, float]:
+        """Seconds per phase; the forward passes and statistics include the store's disk I/O (store_io)."""
+        return dict(self.timings, forward=self.forward_seconds, forward_original=self.runner_original.seconds,
+                    forward_pruned=self.runner_pruned.seconds, store_io=self.store.io_seconds)
 
     def _recorder(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None) -> LayerRecorder:
         return LayerRecorder(self.original_layers[layer.name], channel_of_feature, n_channels,
@@ -111,10 +132,11 @@ class Pruner:
             keep[local[int(np.argmax(scores[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
         if removed.size:
+            t2 = time.perf_counter()
             keep_of = remove_classes(self.channels, self.pruned, removed)
             for name, mask in keep_of.items():
-                if name in self.runner_pruned.cache:
-                    self.runner_pruned.cache[name] = np.ascontiguousarray(self.runner_pruned.cache[name][:, mask])
+                self.runner_pruned.drop_channels(name, mask)
+            self.timings["rewrite"] += time.perf_counter() - t2
         rows = self._out_rows(first)
         if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
             problem = restrict_targets(problem, rows if rows_before is None else rows[rows_before])
@@ -170,18 +192,15 @@ class Pruner:
         return weight
 
     def _refit(self, layer: Layer) -> str:
-        x_pruned = self.runner_pruned.cache[layer.node.inputs[0].name]
-        x_original = self.runner_original.cache[layer.node.inputs[0].name]
+        name = layer.node.inputs[0].name
         reason = self.channels.frozen_reason(layer)
-        if reason and (x_pruned is x_original or np.array_equal(x_pruned, x_original)):
+        if reason and same_values(self.runner_pruned.cache[name], self.runner_original.cache[name]):
             return f"unchanged input, kept as is ({reason})"
         channels = np.arange(layer.in_channels)
         t0 = time.perf_counter()
         problem = self._statistics(layer, np.repeat(channels, kernel_size(layer)), channels.size, self._out_rows(layer))
-        t1 = time.perf_counter()
+        self.timings["statistics"] += time.perf_counter() - t0
         self._install(layer, problem, np.ones(channels.size, dtype=bool))
-        self.timings["statistics"] += t1 - t0
-        self.timings["solve"] += time.perf_counter() - t1
         why = f"frozen: {reason}" if reason else "channels decided earlier"
         return f"refit on {layer.in_channels} input channels ({problem.n_samples} rows, {why})"
 
@@ -203,11 +222,13 @@ class Pruner:
 
     def _install(self, layer: Layer, problem: LayerProblem, keep: np.ndarray) -> None:
         """Refit the layer on the problem's kept channels and write the weights into the graph."""
+        start = time.perf_counter()
         # Shrink towards the original weights, on the outputs and inputs that still exist.
         prior = self._original_weight(layer, problem.n_features) if self.config.refit_prior else None
         weight, bias = refit(problem, keep, ridge=self.config.ridge, prior=prior)
         shape = layer.weight.shape
         set_weights(layer, weight.reshape(weight.shape[:1] + (-1,) + shape[2:]), bias)
+        self.timings["refit"] += time.perf_counter() - start
 
 
 def kernel_size(layer: Layer) -> int:

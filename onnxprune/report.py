@@ -9,6 +9,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 
+# Parts of the main timings, or about them, that the one-line note leaves to --verbose (timing.py).
+_DETAIL_TIMINGS = frozenset({"forward_original", "forward_pruned", "store_io", "forward_once", "rewrite", "export",
+                             "verify"})
+
+
 @dataclass(frozen=True)
 class LayerReport:
     name: str
@@ -90,6 +95,9 @@ class Report:
     layers: list[LayerReport] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
     timings: dict[str, float] = field(default_factory=dict)
+    # The activation store of the walk (calib/store.py): its memory budget, the MB it held in
+    # memory at most, wrote to and read from disk, and the seconds that disk I/O took.
+    activations: dict[str, float | None] = field(default_factory=dict)
     # Measurements asked for with eval= / check= / bench= (--eval, --check, --bench); None/empty otherwise.
     accuracy: Accuracy | None = None
     check: OutputCheck | None = None
@@ -114,7 +122,7 @@ class Report:
         return json.dumps(self.to_dict(), indent=2)
 
     def _timing_note(self) -> str:
-        parts = [f"{name} {secs:.1f}s" for name, secs in self.timings.items()]
+        parts = [f"{name} {secs:.1f}s" for name, secs in self.timings.items() if name not in _DETAIL_TIMINGS]
         if self.peak_memory_mb is not None:
             parts.append(f"peak memory {self.peak_memory_mb:.0f} MB")
         return f" ({', '.join(parts)})" if parts else ""

@@ -100,6 +100,20 @@ def conv_bn_relu_chain(channels: Sequence[int] = (3, 8, 12), zero_in_channels: M
     return b.model("conv_bn_relu_chain", (c0, 8, 8), 10)
 
 
+def wide_activations(size: int = 48, width: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """conv1 (3 -> width) -> relu1 -> conv2 (width -> width) -> relu2 -> GlobalAveragePool -> fc (10).
+
+    Input (batch, 3, size, size): width*size*size floats of activation per sample against a model of
+    a few thousand parameters, for the tests of what memory follows the calibration count.
+    """
+    b = _Builder(seed)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, width, bias=True)])
+    x = b.node("Relu", "relu2", [b.conv("conv2", x, width, width, bias=True)])
+    x = b.node("Flatten", "flatten", [b.node("GlobalAveragePool", "gap", [x])], axis=1)
+    b.gemm("fc", x, width, 10, output=OUTPUT)
+    return b.model("wide_activations", (3, size, size), 10)
+
+
 def lenet_like(seed: int = 0) -> onnx.ModelProto:
     """conv1 (1->6, 3x3, bias) -> relu1 -> pool -> conv2 (6->8, 3x3, bias) -> relu2 -> flatten
     -> fc1 (72->16) -> relu3 -> fc2 (16->10). Input (batch, 1, 12, 12)."""

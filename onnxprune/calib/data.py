@@ -144,7 +144,8 @@ def load_calibration(
                 )
             parts[name].append(arr)
 
-    data = {name: np.concatenate(arrs, axis=0) for name, arrs in parts.items()}
+    # One file (the usual case) is used as read: concatenating would hold the inputs twice at once.
+    data = {name: np.concatenate(arrs, axis=0) if len(arrs) > 1 else arrs[0] for name, arrs in parts.items()}
     n = next(iter(data.values())).shape[0]
     if n == 0:
         raise CalibrationError(f"calibration data in '{src}' has zero samples")

@@ -14,6 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.calib.runner import make_session, segment_bytes
+from onnxprune.calib.store import StoredTensor
 from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
 from onnxprune.graph.analysis import Layer
 from onnxprune.solve.problem import LayerProblem
@@ -56,11 +57,11 @@ class LayerRecorder:
         return self.moments.problem(self.channel_of_feature, self.n_channels)
 
 
-def layer_statistics(recorder: LayerRecorder, x_pruned: np.ndarray, x_original: np.ndarray,
+def layer_statistics(recorder: LayerRecorder, x_pruned: StoredTensor, x_original: StoredTensor,
                      batch_size: int) -> LayerProblem:
-    """Feed whole cached activations to a recorder in batches."""
-    for begin in range(0, len(x_pruned), batch_size):
-        recorder.add(x_pruned[begin:begin + batch_size], x_original[begin:begin + batch_size])
+    """Feed the stored activations of both networks to a recorder, one batch of each at a time."""
+    for batch_pruned, batch_original in zip(x_pruned.batches(batch_size), x_original.batches(batch_size)):
+        recorder.add(batch_pruned, batch_original)
     return recorder.problem()
 
 

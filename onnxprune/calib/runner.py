@@ -5,7 +5,9 @@ layer's input. Instead of re-running the network from its inputs for every layer
 executes only the nodes between the previous stop and the next one, feeding them the cached
 tensors of the previous stop: over a whole pruning run every node executes once per model.
 The graph may be edited between stops (that is the point: the pruned network is rewritten as it
-goes); each segment is exported from the graph as it is when the segment runs.
+goes); each segment is exported from the graph as it is when the segment runs. The cached
+tensors go through an ActivationStore (calib/store.py), which keeps them on disk once they
+outgrow its memory budget; the segments read and write them one batch at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 import numpy as np
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
+
+from onnxprune.calib.store import ActivationStore, StoredTensor
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +55,19 @@ class SegmentRunner:
     """Advance a graph's execution from stop to stop over the whole calibration set.
 
     ``cache`` holds, for every sample, each tensor that is produced before the current position
-    and read at or after it: the live frontier of the network.
+    and read at or after it: the live frontier of the network, in ``store`` (memory or disk).
+    ``per_run`` holds the frontier's tensors that do not depend on the sample (shapes), whole.
     """
 
-    def __init__(self, graph: gs.Graph, feeds: dict[str, np.ndarray], *, batch_size: int = 128) -> None:
-        self.graph = graph
+    def __init__(self, graph: gs.Graph, inputs: dict[str, StoredTensor], store: ActivationStore, *,
+                 batch_size: int = 128) -> None:
+        self.graph, self.store = graph, store
         self.order = [node.name for node in graph.nodes]
         self.position = 0
         self.batch_size = batch_size
-        self.cache: dict[str, np.ndarray] = dict(feeds)
+        self.cache: dict[str, StoredTensor] = dict(inputs)
+        self.per_run: dict[str, np.ndarray] = {}
+        self.n = next(iter(inputs.values())).n
         outputs = {t.name for t in graph.outputs}
         self.last_use: dict[str, float] = {}
         for index, node in enumerate(graph.nodes):
@@ -85,33 +93,41 @@ class SegmentRunner:
         inputs = sorted({t.name for n in nodes for t in n.inputs
                          if isinstance(t, gs.Variable) and t.name and t.name not in produced})
         outputs = sorted(name for name in produced if self.last_use.get(name, -1) >= stop)
-        dtypes = {name: self.cache[name].dtype for name in inputs}
+        dtypes = {name: self.per_run[name].dtype if name in self.per_run else self.cache[name].dtype for name in inputs}
         session = make_session(segment_bytes(self.graph, names, inputs, outputs, dtypes))
-        results = self._run(session, inputs, outputs)
-        self.cache.update(results)
-        self.cache = {k: v for k, v in self.cache.items() if self.last_use.get(k, -1) >= stop}
+        self._run(session, inputs, outputs)
+        for name in [k for k in self.cache if self.last_use.get(k, -1) < stop]:
+            self.cache.pop(name).release()
+        self.per_run = {k: v for k, v in self.per_run.items() if self.last_use.get(k, -1) >= stop}
         self.position = stop
         self.seconds += time.perf_counter() - start_time
         log.debug("ran %d nodes up to '%s' in %.2fs", len(nodes), node_name, time.perf_counter() - start_time)
 
-    def _run(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> dict[str, np.ndarray]:
+    def drop_channels(self, name: str, mask: np.ndarray) -> None:
+        """Slice a frontier tensor after its channels were removed from the graph (no-op if not live)."""
+        if name in self.cache:
+            self.cache[name] = self.cache[name].drop_channels(mask)
+        elif name in self.per_run:
+            self.per_run[name] = np.ascontiguousarray(self.per_run[name][:, mask])
+
+    def _run(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> None:
         if not inputs:
             raise ValueError("a segment with outputs but no inputs")
-        batched = [name for name in inputs if name not in self.unbatched]
-        if not batched:
+        if all(name in self.unbatched for name in inputs):
             raise ValueError("a segment whose inputs do not depend on the calibration data")
-        n = len(self.cache[batched[0]])
-        collected: dict[str, np.ndarray] = {}
-        for begin in range(0, n, self.batch_size):
-            feed = {name: self.cache[name] if name in self.unbatched else self.cache[name][begin:begin + self.batch_size]
+        written: dict[str, StoredTensor] = {}
+        for begin in range(0, self.n, self.batch_size):
+            end = min(begin + self.batch_size, self.n)
+            feed = {name: self.per_run[name] if name in self.unbatched else self.cache[name].read(begin, end)
                     for name in inputs}
             for name, value in zip(outputs, session.run(outputs, feed)):
                 if name in self.unbatched:
-                    collected.setdefault(name, value)  # the same for every batch
-                elif name not in collected:
-                    collected[name] = np.empty((n,) + value.shape[1:], dtype=value.dtype)
-                collected[name][begin:begin + len(value)] = value
-        return collected
+                    self.per_run.setdefault(name, value)  # the same for every batch
+                    continue
+                if name not in written:
+                    written[name] = self.store.create(self.n, value.shape[1:], value.dtype)
+                written[name].write(begin, value)
+        self.cache.update(written)
 
 
 def unbatched_tensors(graph: gs.Graph) -> set[str]:

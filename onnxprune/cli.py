@@ -7,27 +7,38 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from onnxprune.config import PruneConfig
+from onnxprune.config import PRICINGS, PruneConfig
 
 DEFAULTS = PruneConfig()
+IMAGE_OPTIONS = ("size", "scale", "mean", "std", "layout")
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    "prune",
+    context_settings=CONTEXT,
     epilog="""\b
 Examples:
   onnxprune models/lenet5_mnist.onnx lenet5_pruned.onnx --calib models/mnist_calib.npy
+  onnxprune vgg16.onnx vgg16_half.onnx --calib calib.npy --target-sparsity 0.5 --eval test.npz
   onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 1 --report report.json
   onnxprune net.onnx net_small.onnx --calib x.npz --exclude /features/0/Conv --quiet
   onnxprune vgg16.onnx small.onnx --calib images/ --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 --eval test/ --bench
 
 \b
 Exit status: 0 on success, 1 when an input is unusable (the message says which and why),
-2 on a usage error, 130 when interrupted. No output file is written unless pruning succeeded.""",
+2 on a usage error, 130 when interrupted. No output file is written unless pruning succeeded.
+
+\b
+'onnxprune IN OUT ...' is 'onnxprune prune IN OUT ...'. The other command:
+  onnxprune sweep IN.onnx --calib PATH --eval PATH --out DIR   prune at several budgets: table and plot""",
 )
 @click.argument("in_path", metavar="IN.onnx", type=click.Path(path_type=Path))
 @click.argument("out_path", metavar="OUT.onnx", type=click.Path(path_type=Path))
@@ -50,6 +61,28 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               help="GES iterations per layer at most; more iterations remove a few more channels.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Never prune the input or output channels of this node (repeatable). Names are in the summary.")
+@click.option("--min-keep", type=click.FloatRange(0, 1), default=DEFAULTS.min_keep, show_default=True, metavar="F",
+              help="Every layer keeps at least this fraction of its output channels (those with the largest GES "
+                   "weights), whatever --eps-l2 or the budget says.")
+@click.option("--layer-eps", multiple=True, metavar="NODE=F",
+              help="Multiply the --eps-l2 of the channels NODE produces (and of every channel tied to them) by F: "
+                   "below 1 prunes them less, above 1 more (repeatable).")
+@click.option("--pricing", type=click.Choice(PRICINGS),
+              help="Price each layer's --eps-l2 (see --param-weighting) by the parameters or by the MACs its "
+                   "channels control.  [default: macs with --target-macs, else params]")
+@click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
+              help="Budget: remove this fraction of the parameters (0.7 = 70 %). --eps-l2 is searched for "
+                   "(starting from its value) until the result is within --tolerance.")
+@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
+              help="Budget: remove this fraction of the MACs instead (prices --eps-l2 by MACs).")
+@click.option("--tolerance", type=click.FloatRange(0, 50, min_open=True, max_open=True), metavar="PT",
+              help="Budgets: how close to the target is close enough, in percentage points.  [default: 0.5]")
+@click.option("--max-trials", type=click.IntRange(min=1), metavar="N",
+              help="Budgets: prunes on all calibration samples at most, before giving up with the closest "
+                   "fraction reached.  [default: 8]")
+@click.option("--search-samples", type=click.IntRange(min=0), metavar="N",
+              help="Budgets: bracket the target on a random subset of N calibration samples first (cheaper "
+                   "trials), then finish on all of them; 0 searches on all from the start.  [default: 256]")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",
               help="Report top-1 before and after on labelled data: an .npz with x (inputs) and y (integer labels), "
                    "or a folder with one sub-folder of images per class (label = index in sorted folder names).")
@@ -90,25 +123,24 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
 @click.option("-v", "--verbose", is_flag=True,
               help="After the run, print where the time went (forward passes, statistics, solver, refit, ...) "
                    "and its ratio to one plain onnxruntime pass over the calibration set, which is timed too.")
-def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float, eps_entropy: float,
-         threshold: float, param_weighting: float, max_iter: int, exclude: tuple[str, ...],
-         report_path: Path | None, seed: int, external_data: bool, force: bool, activation_memory: float,
-         quiet: bool, verbose: bool,
-         eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None, **image_options: str | None) -> None:
+def prune_command(in_path: Path, out_path: Path, **options) -> None:
     """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
     weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
 
     Progress goes to stderr, the before/after summary to stdout.
     """
+    _guarded(lambda: _run(in_path, out_path, options["calib"], _config(options), options["report_path"],
+                          options["quiet"], external_data=options["external_data"], force=options["force"],
+                          measure={**_measure_options(options), "profile": options["verbose"], **_budget(options)}))
+
+
+def _guarded(action: Callable[[], None]) -> None:
+    """Run a command's work: an OnnxPruneError is one line and exit 1, an interrupt exit 130, a bug
+    of ours one line too (the traceback with ONNXPRUNE_DEBUG=1)."""
     from onnxprune.errors import OnnxPruneError, first_line
 
     try:
-        config = PruneConfig(eps_l2=eps_l2, eps_entropy=eps_entropy, threshold=threshold, max_samples=samples,
-                             param_weighting=param_weighting, max_iter=max_iter, exclude=frozenset(exclude), seed=seed,
-                             activation_memory_mb=activation_memory)
-        measure = {**_measure_options(eval_path, check, bench, bench_batch, image_options), "profile": verbose}
-        _run(in_path, out_path, calib, config, report_path, quiet, external_data=external_data, force=force,
-             measure=measure)
+        action()
     except OnnxPruneError as exc:
         click.echo(f"onnxprune: error: {exc}", err=True)
         sys.exit(1)
@@ -121,6 +153,49 @@ def main(in_path: Path, out_path: Path, calib: Path, samples: int, eps_l2: float
         click.echo(f"onnxprune: internal error: {type(exc).__name__}: {first_line(exc)} (nothing was written; "
                    "rerun with ONNXPRUNE_DEBUG=1 for the traceback and please report it)", err=True)
         sys.exit(1)
+
+
+def _config(options: dict) -> PruneConfig:
+    """The PruneConfig of the pruning options (those prune and sweep share)."""
+    return PruneConfig(eps_l2=options.get("eps_l2", DEFAULTS.eps_l2), eps_entropy=options["eps_entropy"],
+                       threshold=options["threshold"], max_samples=options["samples"],
+                       param_weighting=options["param_weighting"], max_iter=options["max_iter"],
+                       exclude=frozenset(options["exclude"]), seed=options["seed"],
+                       activation_memory_mb=options["activation_memory"], min_keep=options["min_keep"],
+                       layer_eps=_layer_eps(options["layer_eps"]), pricing=options["pricing"])
+
+
+def _layer_eps(values: tuple[str, ...]) -> dict[str, float]:
+    from onnxprune.errors import ConfigError
+
+    factors = {}
+    for value in values:
+        name, _, factor = value.rpartition("=")  # node names may hold '=', the factor does not
+        try:
+            factors[name] = float(factor)
+        except ValueError:
+            name = ""
+        if not name or not factors[name] >= 0:
+            raise ConfigError(f"--layer-eps {value}: expected NODE=F with a factor F >= 0, e.g. /features/0/Conv=0.5")
+    return factors
+
+
+def _search(options: dict):
+    """The budget search options given (None when none was)."""
+    from onnxprune.budget import SearchOptions
+
+    given = {"tolerance": None if options["tolerance"] is None else options["tolerance"] / 100,
+             "max_trials": options["max_trials"], "search_samples": options["search_samples"]}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given.get("search_samples") == 0:
+        given["search_samples"] = None
+    return SearchOptions(**given) if given else None
+
+
+def _budget(options: dict) -> dict:
+    """prune()'s budget keywords: target_sparsity / target_macs and the search options."""
+    return {"target_sparsity": options["target_sparsity"], "target_macs": options["target_macs"],
+            "search": _search(options)}
 
 
 def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report_path: Path | None, quiet: bool,
@@ -157,14 +232,129 @@ def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report
         click.echo(breakdown(report.timings, report.seconds, report.activations))
 
 
-def _measure_options(eval_path: Path | None, check: bool, bench: bool, bench_batch: int | None,
-                     image_options: dict[str, str | None]) -> dict:
+def _measure_options(options: dict) -> dict:
     """prune()'s keyword arguments for --eval, --check, --bench and the image preprocessing options."""
+    bench, bench_batch = options["bench"], options["bench_batch"]
+    return {"eval": options["eval_path"], "check": options["check"],
+            "bench": (bench_batch or True) if bench or bench_batch else False, "preprocessing": _preprocessing(options)}
+
+
+def _preprocessing(options: dict):
     from onnxprune.calib.images import Preprocessing
 
-    given = {name: value for name, value in image_options.items() if value is not None}
-    return {"eval": eval_path, "check": check, "bench": (bench_batch or True) if bench or bench_batch else False,
-            "preprocessing": Preprocessing(**given) if given else None}
+    given = {name: options[name] for name in IMAGE_OPTIONS if options.get(name) is not None}
+    return Preprocessing(**given) if given else None
+
+
+SWEEP_SHARED = ("calib", "samples", "eps_entropy", "threshold", "param_weighting", "max_iter", "exclude", "min_keep",
+                "layer_eps", "pricing", "tolerance", "max_trials", "search_samples", "size", "scale", "mean", "std",
+                "layout", "seed", "activation_memory", "quiet")
+
+
+@click.command(
+    "sweep",
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  onnxprune sweep vgg16.onnx --calib calib.npy --eval test.npz --out sweep/
+  onnxprune sweep vgg16.onnx --calib calib.npy --eval test.npz --out sweep/ --budgets 0.3,0.5 --metric macs
+  onnxprune sweep vgg16.onnx --calib calib.npy --eval test.npz --out sweep/ --eps-l2 0.1,0.4,1.6 --show-point 2
+
+\b
+Exit status as for prune; a budget that cannot be reached is a row with its error, not a failure.""",
+)
+@click.argument("in_path", metavar="IN.onnx", type=click.Path(path_type=Path))
+@click.option("--eval", "eval_path", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Labelled data every pruned model is scored on: an .npz with x and y, or a folder with one "
+                   "sub-folder of images per class.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Where sweep.csv, sweep.json and sweep.png go (made if missing; its parent must exist).")
+@click.option("--budgets", metavar="S,S,...",
+              help="Fractions of the --metric to remove, one pruned model each.  [default: 0.5,0.6,0.7,0.8,0.9]")
+@click.option("--metric", type=click.Choice(["params", "macs"]), default="params", show_default=True,
+              help="What the budgets count: parameters (--target-sparsity) or MACs (--target-macs).")
+@click.option("--eps-l2", "eps_values", metavar="L,L,...",
+              help="Sweep these --eps-l2 values instead of budgets (no search: one prune each).")
+@click.option("--show-point", type=click.IntRange(min=1), metavar="N",
+              help="The row whose kept channels per layer the plot shows.  [default: the most pruned point "
+                   "within 1 pt of the original top-1]")
+@click.option("--no-plot", is_flag=True, help="Write the table only (no matplotlib needed).")
+@click.option("--save-models", is_flag=True, help="Also write every pruned model, as DIR/point-N.onnx.")
+def sweep_command(in_path: Path, eval_path: Path, out_dir: Path, budgets: str | None, metric: str,
+                  eps_values: str | None, show_point: int | None, no_plot: bool, save_models: bool, **options) -> None:
+    """Prune IN.onnx at several budgets (or --eps-l2 values), score each pruned model on --eval,
+    and write the trade-off to DIR: sweep.csv and sweep.json (a row per point: target, eps_l2,
+    parameters and MACs removed, top-1, loss), and sweep.png (top-1 against the parameters and
+    the MACs removed, and the channels each layer keeps at one point).
+
+    Progress goes to stderr, the table to stdout. Pruning options as for 'onnxprune prune'.
+    """
+    _guarded(lambda: _sweep(in_path, eval_path, out_dir, budgets, metric, eps_values, show_point, not no_plot,
+                            save_models, options))
+
+
+def _sweep(in_path: Path, eval_path: Path, out_dir: Path, budgets: str | None, metric: str, eps_values: str | None,
+           show_point: int | None, plot: bool, save_models: bool, options: dict) -> None:
+    """Parse, check the output directory, sweep, write the table and the plot, print the table."""
+    from onnxprune.errors import OutputError
+    from onnxprune.sweep import sweep
+
+    budgets = _fractions(budgets, "--budgets", below_one=True)
+    eps_values = _fractions(eps_values, "--eps-l2", below_one=False)
+    if plot:
+        from onnxprune.plot import require_matplotlib
+
+        require_matplotlib()  # before the long part, not after it
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    if not out_dir.parent.is_dir():
+        raise OutputError(f"{out_dir}: its parent directory {out_dir.parent} does not exist")
+    out_dir.mkdir(exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise OutputError(f"{out_dir}: is not writable")
+    progress = None if options["quiet"] else (lambda line: click.echo(line, err=True))
+    result = sweep(in_path, options["calib"], _config(options), eval=eval_path, metric=metric, budgets=budgets,
+                   eps_values=eps_values, search=_search(options),
+                   preprocessing=_preprocessing(options), models_dir=out_dir if save_models else None,
+                   progress=progress)
+    paths = result.write(out_dir, plot=plot, show_point=show_point)
+    click.echo(result.to_csv(), nl=False)
+    click.echo(f"written: {', '.join(map(str, paths))}")
+
+
+def _fractions(text: str | None, option: str, *, below_one: bool) -> list[float] | None:
+    """A comma-separated list of numbers (fractions in (0, 1) for budgets, >= 0 for eps_l2)."""
+    from onnxprune.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not (0 < v < 1 if below_one else v >= 0) for v in values):
+        what = "fractions between 0 and 1, e.g. 0.5,0.7,0.9" if below_one else "values >= 0, e.g. 0.2,0.8,3"
+        raise ConfigError(f"{option} {text}: expected comma-separated {what}")
+    return values
+
+
+for _param in reversed(prune_command.params):  # the pruning options, the same objects as prune's
+    if _param.name in SWEEP_SHARED:
+        sweep_command.params.insert(2, _param)
+
+
+class _DefaultToPrune(click.Group):
+    """'onnxprune IN OUT ...' stays the prune command: arguments that do not start with a command
+    name go to 'prune' (and so does --help, whose answer is prune's, naming the other commands)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["prune", *args]
+        return super().parse_args(ctx, args)
+
+
+main = _DefaultToPrune("onnxprune", commands=[prune_command, sweep_command], context_settings=CONTEXT,
+                       help="Prune the channels of an ONNX CNN (onnxprune prune) or sweep budgets (onnxprune sweep).")
 
 
 if __name__ == "__main__":  # pragma: no cover

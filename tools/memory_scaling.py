@@ -80,7 +80,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the rows as JSON here (after every run)")
     parser.add_argument("--shared", help="shared folder (default: $ONNXPRUNE_SHARED or ../shared)")
     args = parser.parse_args()
-    model = shared_dir(args.shared) / "models" / "vgg16_cifar10.onnx"
+    if args.shared:
+        os.environ["ONNXPRUNE_SHARED"] = args.shared  # where the dataset loaders look too
+    model = shared_dir() / "models" / "vgg16_cifar10.onnx"
     extra = ["--activation-memory", args.activation_memory] if args.activation_memory else []
     counts = [int(n) for n in args.samples.split(",")]
     x_train, _ = cifar10("train")

@@ -1,0 +1,225 @@
+"""Budgets (--target-sparsity / --target-macs) and per-layer controls (--min-keep, --layer-eps, --pricing).
+
+The search itself is tested on a synthetic fraction-vs-eps curve (no pruning, instant); a few
+end-to-end prunes of tiny models check that the budget is met by the model actually written.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from builders import lenet_like, random_chain, random_inputs, save_inputs
+from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune
+from onnxprune.budget import Budget, History, find_budget
+from onnxprune.cli import main
+from onnxprune.controls import unit_eps_l2
+from onnxprune.graph.channels import analyse_channels
+from onnxprune.graph.io import check_model, to_graph
+from onnxprune.api import tensor_shapes
+from onnxprune.report import Report
+from topologies import build
+
+FEEDS = {"input": np.zeros((64, 1), dtype=np.float32)}
+
+
+def chain():
+    """Enough channels (12, 16, 24, 24 hidden) for the fraction removed to move in small steps;
+    conv1 at 12x12, conv2 and conv3 at 6x6 (after a pool), then a global pool."""
+    return random_chain([(12, 3, 1, True, "Relu", True), (16, 3, 1, True, "Relu", False),
+                         (24, 3, 1, True, "Relu", False)], "gap", 24)
+
+
+def unit_prices(model, **options):
+    """unit_eps_l2 of the model's units, keyed by each unit's first reader."""
+    model = check_model(model)  # shapes inferred, as prune() has them
+    channels = analyse_channels(to_graph(model), tensor_shapes(model))
+    units = channels.units()
+    eps = unit_eps_l2(channels, units, PruneConfig(**options))
+    return {unit.consumers[0].name: eps[id(unit)] for unit in units}
+
+
+def fake_prune(curve, calls=None):
+    """A prune_once whose fraction of parameters removed is curve(eps_l2) (MACs: the same)."""
+    def prune_once(feeds, config, say):
+        if calls is not None:
+            calls.append((config.eps_l2, len(feeds["input"])))
+        removed = curve(config.eps_l2)
+        after = round(1000 * (1 - removed))
+        return object(), Report(params_before=1000, params_after=after, macs_before=1000, macs_after=after, seconds=0)
+    return prune_once
+
+
+def smooth(eps):  # 10 pt per factor e, like VGG-16 around its defaults
+    return min(0.99, max(0.0, 0.75 + 0.10 * math.log(eps / 0.8)))
+
+
+def search(curve, target, calls=None, history=None, **options):
+    budget = Budget("params", target, SearchOptions(**{"search_samples": None, **options}))
+    return find_budget(budget, PruneConfig(), FEEDS, fake_prune(curve, calls), lambda line: None, history)
+
+
+# --- the search, on synthetic curves -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9])
+def test_search_meets_the_target_in_few_trials(target):
+    calls = []
+    _, report = search(smooth, target, calls)
+    assert abs(report.params_removed - target) <= 0.005
+    assert len(calls) <= 5
+    assert [t.eps_l2 for t in report.search.trials] == [eps for eps, _ in calls]
+    assert report.search.eps_l2 == calls[-1][0]  # the model returned is the last trial's
+
+
+def test_search_on_a_subset_first_then_on_all_samples():
+    calls = []
+    shifted = {16: lambda eps: smooth(1.3 * eps), 64: smooth}  # the subset prunes a little more
+    budget = Budget("params", 0.6, SearchOptions(search_samples=16))
+    _, report = find_budget(budget, PruneConfig(), FEEDS,
+                            fake_prune(lambda eps: shifted[calls[-1][1]](eps), calls), lambda line: None)
+    assert abs(report.params_removed - 0.6) <= 0.005
+    assert {n for _, n in calls} == {16, 64} and calls[-1][1] == 64
+    assert sum(n == 64 for _, n in calls) <= 2  # the subset's answer and slope carry over
+    assert report.search.samples == 64
+
+
+def test_stepped_curve_is_bracketed_not_stalled():
+    stepped = lambda eps: math.floor(smooth(eps) * 40) / 40  # 2.5 pt steps  # noqa: E731
+    _, report = search(stepped, 0.65, tolerance=0.013)
+    assert abs(report.params_removed - 0.65) <= 0.013
+
+
+def test_unreachable_target_names_the_most_that_can_be_removed():
+    capped = lambda eps: min(smooth(eps), 0.8)  # noqa: E731
+    with pytest.raises(BudgetError, match=r"at most 80.0% is removed, however large eps_l2 gets; the closest was 80.0%"):
+        search(capped, 0.9)
+    floor = lambda eps: max(smooth(eps), 0.4)  # noqa: E731
+    with pytest.raises(BudgetError, match=r"at least 40.0% is removed, however small"):
+        search(floor, 0.2)
+
+
+def test_a_jump_across_the_target_is_reported_with_the_closest_point():
+    jump = lambda eps: 0.5 if eps < 1.0 else 0.7  # noqa: E731
+    with pytest.raises(BudgetError, match="jumps across the target") as error:
+        search(jump, 0.6, max_trials=30)
+    assert error.value.closest.params_removed in (0.5, 0.7)
+    assert "\n" not in str(error.value)
+
+
+def test_trial_limit():
+    with pytest.raises(BudgetError, match=r"2 trials were not enough \(raise --max-trials or --tolerance\)"):
+        search(smooth, 0.3, max_trials=2)
+
+
+def test_a_shared_history_saves_trials():
+    history, calls = History(), []
+    search(smooth, 0.6, calls, history)
+    first = len(calls)
+    search(smooth, 0.7, calls, history)
+    assert len(calls) - first <= 2  # bracketed by the first search's points
+    _, report = search(smooth, 0.7, calls, history)  # met already: no trial at all
+    assert len(calls) - first <= 2 and report.search.trials == []
+
+
+def test_budget_options_are_checked():
+    with pytest.raises(ConfigError, match="not both"):
+        prune(lenet_like(), random_inputs(lenet_like(), 8), target_sparsity=0.5, target_macs=0.5)
+    with pytest.raises(ConfigError, match="need a budget"):
+        prune(lenet_like(), random_inputs(lenet_like(), 8), search=SearchOptions())
+    with pytest.raises(ConfigError, match=r"in \(0, 1\)"):
+        Budget("params", 1.5)
+
+
+# --- end to end on tiny models ----------------------------------------------------------------------
+
+
+def test_target_sparsity_is_met_by_the_model_returned():
+    model = chain()
+    x = random_inputs(model, 16)
+    pruned, report = prune(model, x, target_sparsity=0.7, search=SearchOptions(tolerance=0.02, search_samples=None))
+    assert abs(report.params_removed - 0.7) <= 0.02
+    assert report.search.trials[-1].params_removed == pytest.approx(report.params_removed, abs=1e-6)
+    assert "budget:" in report.summary() and "target 70.0% ± 2 pt" in report.summary()
+    # The eps_l2 found reproduces the model: the budget is a search, not a different pruning.
+    _, again = prune(model, x, eps_l2=report.search.eps_l2)
+    assert again.params_after == report.params_after
+
+
+def test_target_macs_prices_by_macs():
+    model = chain()
+    x = random_inputs(model, 16)
+    _, report = prune(model, x, target_macs=0.6, search=SearchOptions(tolerance=0.03, search_samples=None))
+    assert abs(report.macs_removed - 0.6) <= 0.03
+    assert report.search.metric == "macs"
+
+
+def test_cli_budget_and_unreachable_budget(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, lenet_like(), n=32)
+    out = tmp_path / "out.onnx"
+    result = CliRunner().invoke(main, [str(model_path), str(out), "--calib", str(calib_path), "--target-sparsity",
+                                       "0.99", "--max-trials", "2", "--search-samples", "0", "--quiet"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxprune: error: budget 99.0% of the parameters removed")
+    assert "the closest was" in lines[0] and "--eps-l2" in lines[0]
+    assert not out.exists()
+
+
+# --- per-layer controls --------------------------------------------------------------------------------
+
+
+def test_min_keep_is_a_floor_for_every_layer():
+    model = chain()
+    x = random_inputs(model, 16)
+    _, loose = prune(model, x, eps_l2=20)
+    _, floored = prune(model, x, eps_l2=20, min_keep=0.5)
+    assert any(layer.channels_after < layer.channels_before / 2 for layer in loose.layers)
+    for layer in floored.layers:
+        assert layer.channels_after >= math.ceil(layer.channels_before / 2), layer.name
+
+
+def test_layer_eps_changes_that_unit_only():
+    model = chain()
+    base, scaled = unit_prices(model), unit_prices(model, layer_eps={"conv2": 0.1})
+    # conv2's output channels are the unit that conv3 reads first
+    assert scaled == {**base, "conv3": pytest.approx(0.1 * base["conv3"])} and scaled["conv3"] != base["conv3"]
+    # End to end: conv2 keeps more, the layers before it are decided exactly as without the factor.
+    x = random_inputs(model, 16)
+    _, plain = prune(model, x, eps_l2=2)
+    _, spared = prune(model, x, eps_l2=2, layer_eps={"conv2": 0.01})
+    after = {layer.name: layer.channels_after for layer in plain.layers}
+    spared_after = {layer.name: layer.channels_after for layer in spared.layers}
+    assert spared_after["conv2"] > after["conv2"]
+    assert spared_after["conv1"] == after["conv1"]
+
+
+def test_layer_eps_errors_are_one_line():
+    x = random_inputs(lenet_like(), 8)
+    with pytest.raises(ConfigError, match="no Conv/Gemm/MatMul layer is named 'nope'"):
+        prune(lenet_like(), x, layer_eps={"nope": 0.5})
+    with pytest.raises(ConfigError, match="output channels of 'fc2' are not pruned"):
+        prune(lenet_like(), x, layer_eps={"fc2": 0.5})
+    resnet = build(["residual", "residual"])  # conv1 (stem) and conv3 (a block's last) are tied by the Add
+    with pytest.raises(ConfigError, match="'conv1' and 'conv3' produce tied channels"):
+        prune(resnet, random_inputs(resnet, 8), layer_eps={"conv1": 0.5, "conv3": 2})
+
+
+def test_layer_eps_cli_syntax(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, lenet_like(), n=8)
+    result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "o.onnx"), "--calib", str(calib_path),
+                                       "--layer-eps", "conv2"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("onnxprune: error: --layer-eps conv2: expected NODE=F with a factor F >= 0, "
+                                     "e.g. /features/0/Conv=0.5")
+
+
+def test_mac_pricing_weighs_high_resolution_layers_up():
+    model = chain()
+    by_params, by_macs = unit_prices(model, pricing="params"), unit_prices(model, pricing="macs")
+    # conv2 reads conv1's channels (12x12 outputs); fc reads fc_hidden's (one multiply-accumulate per weight)
+    ratio = lambda eps: eps["conv2"] / eps["fc"]  # noqa: E731
+    assert ratio(by_macs) > 10 * ratio(by_params)

@@ -81,8 +81,8 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
               help="Budgets: prunes on all calibration samples at most, before giving up with the closest "
                    "fraction reached.  [default: 8]")
 @click.option("--search-samples", type=click.IntRange(min=0), metavar="N",
-              help="Budgets: bracket the target on a random subset of N calibration samples first (cheaper "
-                   "trials), then finish on all of them; 0 searches on all from the start.  [default: 256]")
+              help="Budgets: bracket the target on a random subset of N calibration samples first (trials "
+                   "without most of the statistics pass), then finish on all of them.  [default: 0: all samples]")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",
               help="Report top-1 before and after on labelled data: an .npz with x (inputs) and y (integer labels), "
                    "or a folder with one sub-folder of images per class (label = index in sorted folder names).")

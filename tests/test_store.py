@@ -112,7 +112,33 @@ def test_cli_leaves_no_files_on_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [str(model), str(tmp_path / "out.onnx"), "--calib", str(calib),
                                        "--activation-memory", "0", "--max-iter", "5", "-q"])
     assert result.exit_code == 1 and "internal error: RuntimeError: boom" in result.output
-    assert not list(scratch.iterdir()) and not (tmp_path / "out.onnx").exists()
+    assert not list(scratch.glob("onnxprune-*")) and not (tmp_path / "out.onnx").exists()
+
+
+def test_sigterm_removes_the_activations_on_disk(tmp_path):
+    """kill (SIGTERM) in the middle of the walk: exit 143, no output, and $TMPDIR holds nothing of ours."""
+    import os
+    import signal
+    import time
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    model = tmp_path / "wide.onnx"
+    onnx.save(wide_activations(size=48, width=32), model)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, random_inputs(onnx.load(model), 256, seed=1))
+    child = subprocess.Popen([sys.executable, "-m", "onnxprune", str(model), str(tmp_path / "out.onnx"), "--calib",
+                              str(calib), "--activation-memory", "0", "--max-iter", "3"], cwd=ROOT,
+                             env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("*/*.bin")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert child.poll() is None, "the run ended before it wrote activations"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143 and "onnxprune: terminated; nothing was written" in err, err
+    assert not list(scratch.glob("onnxprune-*")) and not (tmp_path / "out.onnx").exists()
 
 
 # --- --verbose ------------------------------------------------------------------------------

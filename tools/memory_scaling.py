@@ -2,9 +2,11 @@
 
 For each count N: N random *training* images (seed 0, tools/datasets.py) are written to a .npy,
 and ``python -m onnxprune vgg16_cifar10.onnx OUT --calib calib.npy --samples N -v --report r.json``
-runs in a child process; its peak resident memory comes from the kernel's accounting of that child
-(os.wait4), the wall time from the clock around it, the time breakdown from the report. With
-``--activation-memory inf`` the activations never leave memory (the cache before the store).
+runs in a child process; its peak resident memory is the child's own high-water mark (VmHWM, as the
+report gives it; the kernel's ru_maxrss of the child, from os.wait4, is recorded too: it cannot be
+below the parent's peak, so the calibration files are written by another child and this process
+stays small), the wall time is the clock around it, the time breakdown comes from the report.
+With ``--activation-memory inf`` the activations never leave memory (the cache before the store).
 
     nice -n 10 python tools/memory_scaling.py --samples 512,2048,8192 --out docs/results/memory-scaling.json
 """
@@ -22,12 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datasets import calibration_subset, cifar10, shared_dir  # noqa: E402
+from datasets import shared_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run in a child: the 50,000 decoded training images (614 MB) would raise every later child's ru_maxrss.
+WRITE_CALIBRATION = """
+import sys
+import numpy as np
+from datasets import calibration_subset, cifar10
+x, _ = cifar10("train")
+for n in sys.argv[3].split(","):
+    np.save(f"{sys.argv[1]}/calib{n}.npy", calibration_subset(x, int(n), int(sys.argv[2])))
+"""
 
 
 def prune_child(model: Path, calib: Path, samples: int, out: Path, extra: list[str]) -> dict:
@@ -49,8 +58,8 @@ def prune_child(model: Path, calib: Path, samples: int, out: Path, extra: list[s
     report = json.loads(report_path.read_text())
     return {
         "samples": samples, "options": " ".join(extra) or "(defaults)",
-        "wall_seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KB
-        "report_seconds": report["seconds"], "report_peak_memory_mb": report["peak_memory_mb"],
+        "wall_seconds": round(seconds, 1), "peak_rss_mb": round(report["peak_memory_mb"], 1),
+        "ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1), "report_seconds": report["seconds"],  # Linux: KB
         "timings": report["timings"], "activations": report["activations"],
         "params_removed": round(report["params_removed"], 4), "macs_removed": round(report["macs_removed"], 4),
         "model_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
@@ -85,19 +94,19 @@ def main() -> None:
     model = shared_dir() / "models" / "vgg16_cifar10.onnx"
     extra = ["--activation-memory", args.activation_memory] if args.activation_memory else []
     counts = [int(n) for n in args.samples.split(",")]
-    x_train, _ = cifar10("train")
     rows = []
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", WRITE_CALIBRATION, tmp, str(args.seed), ",".join(map(str, counts))],
+                       cwd=Path(__file__).resolve().parent, check=True)
         for n in counts:
             calib = Path(tmp) / f"calib{n}.npy"
-            np.save(calib, calibration_subset(x_train, n, args.seed))
             rows.append(prune_child(model, calib, n, Path(tmp) / f"pruned{n}.onnx", extra))
             calib.unlink()
-            print(row(rows[-1]), flush=True)
             if args.out:
                 args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores",
                                                 "rows": rows}, indent=2) + "\n")
+            print(row(rows[-1]), flush=True)
 
 
 if __name__ == "__main__":

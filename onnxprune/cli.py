@@ -253,7 +253,8 @@ def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report
     if quiet:
         click.echo(f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
                    f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
-                   f"{report.seconds:.1f}s{report.measurement_note()}")
+                   f"{report.seconds:.1f}s{report.measurement_note()}"
+                   + (f"; budget: {report.search_note()}" if report.search is not None else ""))
     else:
         click.echo(report.summary())
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")

@@ -140,6 +140,7 @@ def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray
     found = _root(run, feeds, start, options.max_trials, slope=slope, keep_model=True)
     if found.model is None:
         raise BudgetError(found.failure(budget, n), found.closest)
+    # On success ``closest`` is the trial whose model is returned.
     search = SearchReport(metric=budget.metric, target=budget.target, tolerance=options.tolerance,
                           eps_l2=found.closest.eps_l2, samples=n, trials=run.trials)
     return found.model, replace(found.report, search=search)
@@ -211,8 +212,8 @@ def _root(run: _Runner, feeds: dict[str, np.ndarray], x: float, max_trials: int,
     done = [(t, m, r) for (_, n), (t, m, r) in run.history.trials.items()
             if n == samples and m is not None and abs(_value(t, metric) - target) <= tolerance]
     if done:  # a sweep measured one already
-        trial, found.model, found.report = min(done, key=lambda d: abs(_value(d[0], metric) - target))
-        found.estimate = math.log(trial.eps_l2)
+        found.closest, found.model, found.report = min(done, key=lambda d: abs(_value(d[0], metric) - target))
+        found.estimate = math.log(found.closest.eps_l2)
         return found
     trials = 0
     while True:

@@ -1,0 +1,138 @@
+"""The benchmark tool's pure parts: knob matching, mean ± sd, BN folding, tables and the README block.
+
+Runs without ../shared and without onnxsim or matplotlib (the measuring code that needs them is
+not exercised here; tools/bench.py runs it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import bench  # noqa: E402
+from bnfold import fold_batchnorm  # noqa: E402
+
+
+def staircase(steps: int):
+    """A monotone step function of a knob in [0, 1), like parameters removed vs a ratio."""
+    calls = []
+
+    def removed(knob: float) -> float:
+        calls.append(knob)
+        return np.floor(knob * steps) / steps
+    return removed, calls
+
+
+@pytest.mark.parametrize("target", [0.05, 0.333, 0.5, 0.871, 0.95])
+def test_match_knob_reaches_target_within_tolerance(target):
+    removed, calls = staircase(200)
+    knob, got, trials = bench.match_knob(removed, target, tol=0.01)
+    assert abs(got - target) <= 0.01
+    assert removed(knob) == got  # the knob returned gives what it says
+    assert len(trials) <= 14 and len(calls) == len(trials) + 1
+
+
+def test_match_knob_coarse_steps_return_the_closest():
+    removed, _ = staircase(4)  # 0, 0.25, 0.5, 0.75: 0.6 cannot be met within 1 pt
+    knob, got, trials = bench.match_knob(removed, 0.6, tol=0.01)
+    assert got == 0.5
+    assert all(abs(r - 0.6) >= abs(got - 0.6) for _, r in trials)
+
+
+def test_match_knob_out_of_reach_gives_the_end():
+    knob, got, trials = bench.match_knob(lambda k: 0.5 * k, 0.9, tol=0.01)
+    assert knob == 0.99 and got == pytest.approx(0.495) and len(trials) <= 4
+
+
+def test_match_knob_uses_the_guess_and_few_trials_on_a_smooth_curve():
+    curve = lambda k: 1 - (1 - k) ** 2  # noqa: E731  (a uniform fraction kept of inputs and outputs)
+    knob, got, trials = bench.match_knob(curve, 0.871, guess=1 - 0.129 ** 0.5)
+    assert len(trials) == 1 and abs(got - 0.871) <= 0.01
+    knob, got, trials = bench.match_knob(curve, 0.871)  # no guess: interpolation from the ends
+    assert len(trials) <= 8 and abs(got - 0.871) <= 0.01
+
+
+def test_mean_sd_and_format():
+    assert bench.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample sd (n - 1)
+    assert bench.mean_sd([4.2]) == (4.2, None)
+    assert bench.fmt_mean_sd([99.13, 99.15, 99.11]) == "99.13 ± 0.02"
+    assert bench.fmt_mean_sd([0.1234]) == "0.12"
+    assert bench.fmt_mean_sd([87.06, 87.14], 1, " %") == "87.1 ± 0.1 %"
+    with pytest.raises(ValueError):
+        bench.mean_sd([])
+
+
+def test_replace_block_keeps_the_rest():
+    text = "intro\n<!-- bench:start -->\nold\ntable\n<!-- bench:end -->\nrest\n"
+    out = bench.replace_block(text, "| new |")
+    assert out == "intro\n<!-- bench:start -->\n| new |\n<!-- bench:end -->\nrest\n"
+    assert bench.replace_block(out, "| new |") == out
+    with pytest.raises(ValueError):
+        bench.replace_block("no markers", "x")
+
+
+def _run(method, budget, draw, loss, removed=0.8):
+    return {"method": method, "budget": budget, "draw": draw, "loss_pt": loss, "params_removed": removed,
+            "top1_after": 99.0 - loss, "knob": None}
+
+
+def test_headline_marks_the_best_and_counts_draws():
+    runs = [_run("ges", 0.8, d, 0.1 + 0.02 * d) for d in range(3)]
+    runs += [_run("l1", 0.8, d, 0.5) for d in range(3)]
+    runs += [_run("onnxsim-l2", 0.8, 0, 0.05)]
+    results = {"lenet5_mnist": {"runs": {str(i): r for i, r in enumerate(runs)}}}
+    head = bench.headline_rows(results)
+    assert len(head) == 3
+    row = head[2]
+    assert row.startswith("| LeNet-5 / MNIST | 0.8 | 80.0 ± 0.0 % | 0.12 ± 0.02 | 0.50 ± 0.00 | – | **0.05** | – | 1 |")
+    ahead, behind = bench.verdicts(results)
+    assert not ahead and len(behind) == 1 and "onnxsim L2 0.05 pt" in behind[0] and "not yet run" in behind[0]
+
+
+def _conv_bn_model(with_bias: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    c_in, c_out = 3, 4
+    inits = [numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, c_out).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, c_out).astype(np.float32), "var")]
+    conv_inputs = ["x", "w"]
+    if with_bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b"))
+        conv_inputs.append("b")
+    nodes = [helper.make_node("Conv", conv_inputs, ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Identity", ["beta"], ["beta_alias"], name="alias"),  # as PyTorch's exporter shares values
+             helper.make_node("BatchNormalization", ["c", "gamma", "beta_alias", "mean", "var"], ["bn"],
+                              epsilon=1e-3, name="bn"),
+             helper.make_node("Relu", ["bn"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c_in, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c_out, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fold_batchnorm_gives_equal_outputs(with_bias):
+    model = _conv_bn_model(with_bias)
+    folded, count = fold_batchnorm(model)
+    onnx.checker.check_model(folded)
+    assert count == 1
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu"]
+    assert {i.name for i in folded.graph.initializer} == {"conv.folded_weight", "conv.folded_bias"}
+    x = np.random.default_rng(1).standard_normal((5, 3, 6, 6)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(folded), run(model), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_leaves_a_shared_conv_output_alone():
+    model = _conv_bn_model(False)
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 4, 6, 6]))
+    folded, count = fold_batchnorm(model)
+    assert count == 0 and [n.op_type for n in folded.graph.node].count("BatchNormalization") == 1

@@ -10,8 +10,11 @@ the library's defaults (or the given options) except:
     residual_only only the residual streams are pruned
     streamN       only the residual stream with N channels is pruned (stream512, stream256, ...)
     scaleF        the residual streams' eps_l2 multiplied by F (scale0.15)
+    classifier    no pruning of the network: GES on the final Gemm alone (its 512 pooled
+                  features), refit, top-1 with the original features (is it the classifier?)
 
     python tools/resnet_study.py chain_only eps_l2=2
+    python tools/resnet_study.py all samples=4096     # more calibration images (default 1,024)
 
 Run single-threaded BLAS on a shared machine (OPENBLAS_NUM_THREADS=1): with more threads than
 free cores, OpenBLAS spins and a run takes several times longer. It monkeypatches the engine's
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
@@ -63,13 +67,53 @@ def patch(mode: str) -> None:
     engine.unit_eps_l2 = eps_of_units
 
 
+def classifier_only(path: Path, calib: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """GES on the classifier's own regression, with the original network's pooled features."""
+    from onnx import numpy_helper
+
+    from onnxprune.calib.stats import Moments
+    from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
+    from onnxprune.solve.problem import normalise
+    from onnxprune.solve.refit import refit
+
+    model = onnx.load(path)
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT, None))
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weight = weights[gemm.input[1]]
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def run(x):
+        outs = [session.run(None, {session.get_inputs()[0].name: x[i:i + 256]}) for i in range(0, len(x), 256)]
+        return np.concatenate([o[1] for o in outs]), np.concatenate([o[0] for o in outs])
+
+    (features, logits), (test_features, test_logits) = run(calib), run(x_test)
+    baseline = 100 * float((test_logits.argmax(1) == y_test).mean())
+    moments = Moments(weight.shape[1], weight.shape[0])
+    moments.add(features, logits)
+    problem = moments.problem(np.arange(weight.shape[1]), weight.shape[1])
+    for eps in (0.5, 1, 2, 4, 8, 16):
+        keep = select_channels(solve_ges([normalise(problem)], GesOptions(eps_l2=eps, max_iter=20)).weights,
+                               threshold=0.5)
+        w, b = refit(problem, keep, ridge=1e-3, prior=weight)
+        accuracy = 100 * float(((test_features[:, keep] @ w.T + b).argmax(1) == y_test).mean())
+        print(f"classifier eps_l2 {eps}: keeps {keep.sum()} of {keep.size} features, "
+              f"top-1 {accuracy:.2f} (loss {baseline - accuracy:.2f} pt)")
+
+
 def main() -> None:
     mode, options = sys.argv[1], {k: float(v) for k, v in (a.split("=") for a in sys.argv[2:])}
+    samples = int(options.pop("samples", 1024))
+    if "max_samples" not in options:
+        options["max_samples"] = samples
     patch(mode)
     load = DATASETS[MODEL]
-    calib = calibration_subset(load("train")[0], 1024, 0)
+    calib = calibration_subset(load("train")[0], samples, 0)
     x_test, y_test = load("test")
     path = shared_dir(None) / "models" / f"{MODEL}.onnx"
+    if mode == "classifier":
+        classifier_only(path, calib, x_test, y_test)
+        return
     baseline = top1(path, x_test, y_test)
     start = time.time()
     model, report = prune(path, calib, **options)

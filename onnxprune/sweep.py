@@ -26,6 +26,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, OutputError
 from onnxprune.evaluation import EvalSource, check_labels, load_eval_data, top1
 from onnxprune.graph.io import check_model, load_model, save_model, write_atomic, write_text
+from onnxprune.report import Trial
 
 DEFAULT_BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 TABLE_COLUMNS = ("point", "target", "eps_l2", "params_removed", "macs_removed", "top1", "loss_pt", "params_after",
@@ -48,6 +49,7 @@ class SweepPoint:
     error: str | None = None
     # (layer name, output channels before, after) of every Conv/Gemm/MatMul
     layers: list[tuple[str, int, int]] = field(default_factory=list)
+    search: list[Trial] = field(default_factory=list)  # the prunes this point ran, in order
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class SweepResult:
         data["rows"] = self.rows()
         data["layers"] = [[{"name": n, "channels_before": b, "channels_after": a} for n, b, a in p.layers]
                           for p in self.points]
+        data["trials"] = [[asdict(t) for t in p.search] for p in self.points]
         return json.dumps(data, indent=2)
 
     def to_csv(self) -> str:
@@ -157,7 +160,7 @@ def sweep(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
             say(f"sweep point {number}: {exc}")
             points.append(SweepPoint(target=value, eps_l2=exc.closest.eps_l2 if exc.closest else None,
                                      trials=len(history.trials) - ran, error=str(exc),
-                                     seconds=round(time.perf_counter() - started, 3)))
+                                     seconds=round(time.perf_counter() - started, 3), search=_trials_since(history, ran)))
             continue
         before = before or (report.params_before, report.macs_before)
         accuracy = top1(pruned, data)
@@ -169,10 +172,15 @@ def sweep(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
             macs_removed=round(report.macs_removed, 6), top1=accuracy, params_after=report.params_after,
             macs_after=report.macs_after, trials=len(history.trials) - ran if kind == "target" else 1,
             seconds=round(time.perf_counter() - started, 3),
-            layers=[(layer.name, layer.channels_before, layer.channels_after) for layer in report.layers]))
+            layers=[(layer.name, layer.channels_before, layer.channels_after) for layer in report.layers],
+            search=report.search.trials if report.search is not None else []))
         say(f"sweep point {number}: {report.params_removed:.1%} of the parameters and {report.macs_removed:.1%} of "
             f"the MACs removed, top-1 {top1_before:.2%} -> {accuracy:.2%}")
     if before is None:
         raise BudgetError(f"no budget of the sweep was reached ({points[0].error})" if points else "nothing to sweep")
     return SweepResult(metric=metric, params_before=before[0], macs_before=before[1], top1_before=top1_before,
                        eval_samples=len(data), points=points)
+
+
+def _trials_since(history: History, count: int) -> list[Trial]:
+    return [trial for trial, _, _ in list(history.trials.values())[count:]]

@@ -50,6 +50,8 @@ def test_sweep_over_budgets_writes_table_and_plot(files, tmp_path):
     data = json.loads((tmp_path / "sweep.json").read_text())
     assert data["rows"] == json.loads(json.dumps(result.rows())) and len(data["layers"]) == 3
     assert data["layers"][0] == [] and data["layers"][1][1]["name"] == "conv2"
+    assert [len(trials) for trials in data["trials"]] == [p.trials for p in result.points]
+    assert data["trials"][2][-1]["params_removed"] == reached[1].params_removed  # the last trial is the model
     assert (tmp_path / "sweep.png").read_bytes().startswith(PNG)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.csv", "sweep.json", "sweep.png"]
 

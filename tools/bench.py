@@ -538,6 +538,27 @@ def match_notes(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def missing_runs(results: dict[str, dict]) -> list[str]:
+    """What the full plan has that the cache does not, by model, budget and draw."""
+    lines = []
+    for name, spec in MODELS.items():
+        runs = results.get(name, {}).get("runs", {})
+        for budget in spec["budgets"]:
+            for draw in range(DRAWS):
+                missing = [SHORT[m] for m in METHODS if run_key(m, budget, draw) not in runs]
+                if missing:
+                    which = "all methods" if len(missing) == len(METHODS) else ", ".join(missing)
+                    lines.append(f"- {spec['label']}, ε_L2 {budget:g}, draw {draw}: {which}")
+    merged: dict[tuple[str, float, str], list[int]] = {}
+    for line in lines:  # one line per (model, budget, methods) with its draws
+        head, which = line[2:].rsplit(": ", 1)
+        label, budget, draw = head.split(", ")
+        merged.setdefault((label, budget, which), []).append(int(draw.split()[1]))
+    out = [f"- {label}, {budget}, draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))}: {which}"
+           for (label, budget, which), d in merged.items()]
+    return (["Not run yet:", "", *out] if out else ["Every run of the plan is in the cache."])
+
+
 def coverage(results: dict[str, dict]) -> list[str]:
     lines = ["| model | budgets (ε_L2) | methods | draws | runs done / full plan |", "|---|---|---|---|---|"]
     for name, spec in MODELS.items():
@@ -681,6 +702,8 @@ def render(results: dict[str, dict], *, readme: bool = True) -> str:
         "",
         *coverage(results),
         "",
+        *missing_runs(results),
+        "",
         "Complete the plan (computes only what is missing): `python tools/bench.py`; one model:",
         "`python tools/bench.py --models vgg16_cifar10`. Each run's record (options, seed, commit,",
         "load average when it started, per-stage timings) is in `docs/results/bench-<model>.json`.",
@@ -719,10 +742,11 @@ def environment_note(results: dict[str, dict]) -> list[str]:
         "Code: onnxprune at commit " + ", ".join(f"{c}" + (" (with uncommitted changes in onnxprune/)" if d else "")
                                                  for c, d in commits)
         + f"; onnxsim {', '.join(onnxsims) or '–'}; onnxruntime {runs[0].get('onnxruntime')}. Runs from {dates[0]} to "
-        f"{dates[-1]} UTC on a {runs[0].get('cpus')}-core x86-64 machine shared with other engineers' experiments: the "
-        f"1-minute load average was {min(loads):.1f}–{max(loads):.1f} when the runs started, so wall times are several "
-        "times those of an idle machine (the README's acceptance figures were taken with less load) and the latency "
-        "speed-ups (original and pruned model timed alternately) are more reliable than absolute milliseconds.",
+        f"{dates[-1]} UTC, under `nice -n 10`, on a {runs[0].get('cpus')}-core x86-64 machine shared with other "
+        f"engineers' experiments: the 1-minute load average was {min(loads):.1f}–{max(loads):.1f} when the runs started, "
+        "so wall times are many times those of the README's acceptance runs of the same settings (taken with less "
+        "load), and comparable only roughly even within one table; the latency speed-ups (original and pruned model "
+        "timed alternately) are more reliable than absolute milliseconds.",
     ]
 
 

@@ -9,6 +9,10 @@ stays small), the wall time is the clock around it, the time breakdown comes fro
 With ``--activation-memory inf`` the activations never leave memory (the cache before the store).
 
     nice -n 10 python tools/memory_scaling.py --samples 512,2048,8192 --out docs/results/memory-scaling.json
+
+``--store-speed R`` instead times what the disk costs: the segmented forward of the original
+network over the first count's images plus one read of every layer's input (as the statistics
+read it), all in memory and all on disk (budget 0) alternately, R times each, no solver.
 """
 
 from __future__ import annotations
@@ -68,6 +72,26 @@ def prune_child(model: Path, calib: Path, samples: int, out: Path, extra: list[s
     }
 
 
+STORE_SPEED = """
+import sys, time
+import numpy as np
+from onnxprune.calib.runner import SegmentRunner
+from onnxprune.calib.store import MB, ActivationStore
+from onnxprune.graph.io import load_model, to_graph
+model, x = load_model(sys.argv[1]), np.load(sys.argv[2])
+for budget in (float("inf"), 0.0) * int(sys.argv[3]):
+    graph, start = to_graph(model), time.perf_counter()
+    with ActivationStore(memory_limit=budget * MB) as store:
+        runner = SegmentRunner(graph, {graph.inputs[0].name: store.wrap(x)}, store)
+        for node in [node for node in graph.nodes if node.op in ("Conv", "Gemm")]:
+            runner.advance_to(node.name)
+            for batch in runner.cache[node.inputs[0].name].batches(128):
+                pass
+        print(f"| {len(x):,} | {'memory' if budget else 'disk'} | {time.perf_counter() - start:.1f} s "
+              f"| {store.io_seconds:.1f} s | {store.bytes_written / MB:,.0f} MB |", flush=True)
+"""
+
+
 def row(r: dict) -> str:
     t = r["timings"]
     solver = t["solve"] + t["refit"]
@@ -86,6 +110,7 @@ def main() -> None:
     parser.add_argument("--samples", default="512,2048,8192", help="comma-separated calibration counts")
     parser.add_argument("--activation-memory", help="passed to the CLI (e.g. inf: the in-memory cache)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store-speed", type=int, metavar="R", help="time the store on disk against memory instead")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here (after every run)")
     parser.add_argument("--shared", help="shared folder (default: $ONNXPRUNE_SHARED or ../shared)")
     args = parser.parse_args()
@@ -95,10 +120,16 @@ def main() -> None:
     extra = ["--activation-memory", args.activation_memory] if args.activation_memory else []
     counts = [int(n) for n in args.samples.split(",")]
     rows = []
-    print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-c", WRITE_CALIBRATION, tmp, str(args.seed), ",".join(map(str, counts))],
                        cwd=Path(__file__).resolve().parent, check=True)
+        if args.store_speed:
+            print("| samples | activations | forward + reads | of which disk I/O | written |\n|---|---|---|---|---|",
+                  flush=True)
+            subprocess.run([sys.executable, "-c", STORE_SPEED, str(model), f"{tmp}/calib{counts[0]}.npy",
+                            str(args.store_speed)], cwd=ROOT, check=True)
+            return
+        print(HEADER, flush=True)
         for n in counts:
             calib = Path(tmp) / f"calib{n}.npy"
             rows.append(prune_child(model, calib, n, Path(tmp) / f"pruned{n}.onnx", extra))

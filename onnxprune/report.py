@@ -162,7 +162,7 @@ class Report:
         subset = sum(t.samples < s.samples for t in s.trials)
         return (f"{reached:.1%} of the {'parameters' if s.metric == 'params' else 'MACs'} removed "
                 f"(target {s.target:.1%} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
-                f"found in {len(s.trials)} trials" + (f" ({subset} on a subset of the samples)" if subset else ""))
+                f"found in {len(s.trials)} trial{'s' if len(s.trials) != 1 else ''}" + (f" ({subset} on a subset of the samples)" if subset else ""))
 
     def measurement_note(self) -> str:
         """The measurements in a few words, for a one-line result ('' when none was asked for)."""

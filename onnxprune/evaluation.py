@@ -222,7 +222,7 @@ def _read_npz(path: Path, specs: list[InputSpec]) -> EvalData:
 
 def _session(model: ModelLike, threads: int = 0) -> ort.InferenceSession:
     try:
-        return make_session(_as_model(model).SerializeToString(), threads)
+        return make_session(_as_model(model), threads)
     except _ORT_LOAD_ERRORS as exc:  # a ModelProto given from Python has not been through load_model's checks
         raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
 

@@ -38,7 +38,7 @@ def forward_pass_seconds(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
     The session is built before the clock starts, so the baseline is the pure pass (the walk's
     forward time includes building one session per segment): the ratio errs against us.
     """
-    session = make_session(model.SerializeToString())
+    session = make_session(model)
     outputs = [o.name for o in session.get_outputs()]
     n = len(next(iter(feeds.values())))
     start = time.perf_counter()

@@ -6,13 +6,18 @@ parameter, and the loader takes the same path for any model that has external da
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+import onnxprune
 from builders import INPUT, OUTPUT, lenet_like, random_inputs, run, save_inputs
+from onnxprune.calib import runner
 from onnxprune.cli import main
 from onnxprune.errors import OutputError
 from onnxprune.graph import io
@@ -85,3 +90,32 @@ def test_cli_external_in_and_out(tmp_path):
     assert [i.name for i in session.get_inputs()] == [INPUT] and [o.name for o in session.get_outputs()] == [OUTPUT]
     x = random_inputs(lenet_like(), 4)
     np.testing.assert_array_equal(session.run([OUTPUT], {INPUT: x})[0], run(onnx.load(str(one_file)), x))
+
+
+def test_models_past_the_message_limit_prune_through_files(tmp_path, monkeypatch):
+    """Past protobuf's 2 GB limit no model can be handed to onnxruntime or onnx.checker as bytes.
+
+    With the limit lowered to 1 kB every session (graph segments, the look-ahead pass, the check)
+    and the final checker go through a temporary file with external data: the result must be the
+    same model, and the temporary files must be gone.
+    """
+    model = build(["residual", ("residual", {"stride": 2, "c_out": 12})], seed=3)
+    x = random_inputs(model, 32)
+    expected, _ = onnxprune.prune(model, x, rows_per_layer=2048)
+    monkeypatch.setattr(io, "EXTERNAL_DATA_ABOVE", 1000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written = []
+    as_file = io.as_file
+
+    @contextlib.contextmanager
+    def counting(m):
+        with as_file(m) as path:
+            written.append(path)
+            yield path
+
+    monkeypatch.setattr(io, "as_file", counting)
+    monkeypatch.setattr(runner, "as_file", counting)
+    pruned, _ = onnxprune.prune(model, x, rows_per_layer=2048)
+    assert len(written) > 3  # segments of both networks, the look-ahead pass, the checker
+    assert pruned.SerializeToString() == expected.SerializeToString()
+    assert list(tmp_path.iterdir()) == []

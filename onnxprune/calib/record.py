@@ -13,7 +13,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.calib.runner import make_session, segment_bytes
+from onnxprune.calib.runner import make_session, segment_model
 from onnxprune.calib.store import StoredTensor
 from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
 from onnxprune.graph.analysis import Layer
@@ -74,7 +74,7 @@ def original_statistics(graph: gs.Graph, feeds: dict[str, np.ndarray],
     """
     tensors = sorted({tensor for tensor, _ in requests.values()})
     inputs = [t.name for t in graph.inputs]
-    session = make_session(segment_bytes(graph, {n.name for n in graph.nodes}, inputs, tensors,
+    session = make_session(segment_model(graph, {n.name for n in graph.nodes}, inputs, tensors,
                                          {name: feeds[name].dtype for name in inputs}))
     for begin in range(0, len(feeds[inputs[0]]), batch_size):
         batch = dict(zip(tensors, session.run(tensors, {k: v[begin:begin + batch_size] for k, v in feeds.items()})))

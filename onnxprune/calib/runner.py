@@ -17,24 +17,31 @@ import math
 import time
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from onnxprune.calib.store import ActivationStore, StoredTensor
+from onnxprune.graph.io import as_file, fits_in_one_message
 
 log = logging.getLogger(__name__)
 
 
-def make_session(model_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+def make_session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session of the model: from its bytes, or, past protobuf's 2 GB limit, from a
+    temporary file with external data (onnxruntime has read the weights when it returns)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # our graphs carry no stale shapes, warnings would only be noise
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    if fits_in_one_message(model):
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with as_file(model) as path:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def segment_bytes(graph: gs.Graph, node_names: set[str], input_names: list[str],
-                  output_names: list[str], dtypes: dict[str, np.dtype]) -> bytes:
-    """Serialise the sub-graph made of ``node_names``, cut at the given tensors."""
+def segment_model(graph: gs.Graph, node_names: set[str], input_names: list[str],
+                  output_names: list[str], dtypes: dict[str, np.dtype]) -> onnx.ModelProto:
+    """The sub-graph made of ``node_names``, cut at the given tensors."""
     segment = graph.copy()
     tensors = segment.tensors()
     segment.nodes = [node for node in segment.nodes if node.name in node_names]
@@ -48,7 +55,7 @@ def segment_bytes(graph: gs.Graph, node_names: set[str], input_names: list[str],
     for name in input_names:
         tensors[name].dtype = dtypes[name]
     segment.outputs = [tensors[name] for name in output_names]
-    return gs.export_onnx(segment, do_type_check=False).SerializeToString()
+    return gs.export_onnx(segment, do_type_check=False)
 
 
 class SegmentRunner:
@@ -94,7 +101,7 @@ class SegmentRunner:
                          if isinstance(t, gs.Variable) and t.name and t.name not in produced})
         outputs = sorted(name for name in produced if self.last_use.get(name, -1) >= stop)
         dtypes = {name: self.per_run[name].dtype if name in self.per_run else self.cache[name].dtype for name in inputs}
-        session = make_session(segment_bytes(self.graph, names, inputs, outputs, dtypes))
+        session = make_session(segment_model(self.graph, names, inputs, outputs, dtypes))
         self._run(session, inputs, outputs)
         for name in [k for k in self.cache if self.last_use.get(k, -1) < stop]:
             self.cache.pop(name).release()

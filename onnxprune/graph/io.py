@@ -192,14 +192,15 @@ def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False,
-               limit: int = EXTERNAL_DATA_ABOVE) -> Path | None:
+               limit: int | None = None) -> Path | None:
     """Write the model atomically; return the path of its external data file if one was written.
 
     The tensors go to ``PATH.data`` beside the model when ``external_data`` is asked for, or when
-    they add up to more than ``limit`` bytes (a single file cannot pass protobuf's 2 GB limit).
+    they add up to more than ``limit`` bytes (default: just under protobuf's 2 GB limit, which a single
+    file cannot pass).
     """
     path = Path(path)
-    if not external_data and sum(t.ByteSize() for t in _tensors(model.graph)) <= limit:
+    if not external_data and fits_in_one_message(model, limit):
         write_atomic(model.SerializeToString(), path)
         return None
     data_path = path.with_name(path.name + ".data")
@@ -213,6 +214,31 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
         os.replace(data_tmp, data_path)  # the data first: the new model never refers to old data
         os.replace(model_tmp, path)
     return data_path
+
+
+def fits_in_one_message(model: onnx.ModelProto, limit: int | None = None) -> bool:
+    """Whether the model's tensors add up to at most ``limit`` bytes (default: just under protobuf's
+    2 GB limit, read at call time so that a test can lower it to exercise the paths past it)."""
+    return sum(t.ByteSize() for t in _tensors(model.graph)) <= (EXTERNAL_DATA_ABOVE if limit is None else limit)
+
+
+@contextmanager
+def as_file(model: onnx.ModelProto) -> Iterator[Path]:
+    """The model written with external data to a temporary directory, removed afterwards: how
+    onnxruntime and onnx.checker take a model too large to pass as bytes."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-model-") as directory:
+        path = Path(directory) / "model.onnx"
+        save_model(model, path, external_data=True)
+        yield path
+
+
+def check_any_size(model: onnx.ModelProto) -> None:
+    """onnx.checker on the model, by path when it is too large to pass as one message."""
+    if fits_in_one_message(model):
+        onnx.checker.check_model(model)
+        return
+    with as_file(model) as path:
+        onnx.checker.check_model(str(path))
 
 
 _EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the model file, as onnx.save does

@@ -30,6 +30,7 @@ between <!-- bench:start --> and <!-- bench:end --> from all cached results.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -207,8 +208,6 @@ def load_results(model: str, results_dir: Path = RESULTS) -> dict:
 
 def save_results(data: dict, results_dir: Path = RESULTS) -> None:
     """Write ``data``, merged with what is on disk (so runs of one model may go on in several processes)."""
-    import fcntl
-
     path = results_path(data["model"], results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(Path(tempfile.gettempdir()) / f"onnxprune-bench-{data['model']}.lock", "w") as lock:
@@ -539,8 +538,8 @@ def match_notes(results: dict[str, dict]) -> list[str]:
 
 
 def missing_runs(results: dict[str, dict]) -> list[str]:
-    """What the full plan has that the cache does not, by model, budget and draw."""
-    lines = []
+    """What the full plan has that the cache does not: one line per (model, budget, methods) with its draws."""
+    draws_of: dict[tuple[str, float, str], list[int]] = {}
     for name, spec in MODELS.items():
         runs = results.get(name, {}).get("runs", {})
         for budget in spec["budgets"]:
@@ -548,14 +547,9 @@ def missing_runs(results: dict[str, dict]) -> list[str]:
                 missing = [SHORT[m] for m in METHODS if run_key(m, budget, draw) not in runs]
                 if missing:
                     which = "all methods" if len(missing) == len(METHODS) else ", ".join(missing)
-                    lines.append(f"- {spec['label']}, ε_L2 {budget:g}, draw {draw}: {which}")
-    merged: dict[tuple[str, float, str], list[int]] = {}
-    for line in lines:  # one line per (model, budget, methods) with its draws
-        head, which = line[2:].rsplit(": ", 1)
-        label, budget, draw = head.split(", ")
-        merged.setdefault((label, budget, which), []).append(int(draw.split()[1]))
-    out = [f"- {label}, {budget}, draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))}: {which}"
-           for (label, budget, which), d in merged.items()]
+                    draws_of.setdefault((spec["label"], budget, which), []).append(draw)
+    out = [f"- {label}, ε_L2 {budget:g}, draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))}: {which}"
+           for (label, budget, which), d in draws_of.items()]
     return (["Not run yet:", "", *out] if out else ["Every run of the plan is in the cache."])
 
 
@@ -742,11 +736,11 @@ def environment_note(results: dict[str, dict]) -> list[str]:
         "Code: onnxprune at commit " + ", ".join(f"{c}" + (" (with uncommitted changes in onnxprune/)" if d else "")
                                                  for c, d in commits)
         + f"; onnxsim {', '.join(onnxsims) or '–'}; onnxruntime {runs[0].get('onnxruntime')}. Runs from {dates[0]} to "
-        f"{dates[-1]} UTC, under `nice -n 10`, on a {runs[0].get('cpus')}-core x86-64 machine shared with other "
-        f"engineers' experiments: the 1-minute load average was {min(loads):.1f}–{max(loads):.1f} when the runs started, "
-        "so wall times are many times those of the README's acceptance runs of the same settings (taken with less "
-        "load), and comparable only roughly even within one table; the latency speed-ups (original and pruned model "
-        "timed alternately) are more reliable than absolute milliseconds.",
+        f"{dates[-1]} UTC on a {runs[0].get('cpus')}-core x86-64 machine at times shared with other engineers' "
+        f"experiments (some runs under `nice -n 10`): the 1-minute load average was {min(loads):.1f}–{max(loads):.1f} "
+        "when the runs started (each run's is in its record), so the wall times of the loaded runs are several times "
+        "those of an idle machine and comparable only roughly even within one table; the latency speed-ups (original "
+        "and pruned model timed alternately) are more reliable than absolute milliseconds.",
     ]
 
 

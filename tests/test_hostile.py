@@ -307,6 +307,13 @@ def test_interrupted_write_keeps_previous_output(tmp_path, monkeypatch):
     assert _snapshot(tmp_path) == before
 
 
+def _sigint_default() -> None:
+    """In the child: SIGINT back to its default. A test run started in the background (cmd &)
+    inherits SIGINT ignored, and Python then installs no Ctrl-C handler, as it should for a
+    background job; the test is about a run that can be interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_real_process(tmp_path):
     """SIGINT to a real run in the middle of pruning: exit 130, one line after the progress, no files."""
     model, calib = save_inputs(tmp_path, resnet50_like(), n=256)  # several seconds of work
@@ -315,7 +322,8 @@ def test_interrupt_real_process(tmp_path):
     before = _snapshot(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "onnxprune", str(model), str(out), "--calib", str(calib),
                              "--report", str(tmp_path / "r.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_sigint_default)
     try:
         first = proc.stderr.readline()  # the first layer's progress line: pruning is under way
         assert first.startswith("[1/"), first + proc.stderr.read()

@@ -156,10 +156,14 @@ def calibration_subset(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     draw is reproducible; the shared files are ordered by class, so never take
     the first N instead.
     """
-    if not 0 < n <= len(x):
-        raise ValueError(f"n must be in [1, {len(x)}], got {n}")
-    idx = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
-    return x[idx]
+    return x[calibration_indices(len(x), n, seed)]
+
+
+def calibration_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """The sorted row indices :func:`calibration_subset` takes out of ``n_total`` rows."""
+    if not 0 < n <= n_total:
+        raise ValueError(f"n must be in [1, {n_total}], got {n}")
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
 
 
 LOADERS: dict[str, Callable[[str], tuple[np.ndarray, np.ndarray]]] = {

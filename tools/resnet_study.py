@@ -39,7 +39,7 @@ import onnxruntime
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import onnxprune.engine as engine  # noqa: E402
-from datasets import DATASETS, calibration_subset, shared_dir  # noqa: E402
+from datasets import DATASETS, calibration_indices, calibration_subset, shared_dir  # noqa: E402
 from evaluate import top1  # noqa: E402
 from onnxprune import prune  # noqa: E402
 
@@ -117,7 +117,7 @@ def heldout_check(original: Path, pruned: Path, x_train: np.ndarray, samples: in
     more data or a stronger ridge cannot remove.
     """
     chosen = np.zeros(len(x_train), dtype=bool)
-    chosen[np.random.default_rng(0).choice(len(x_train), samples, replace=False)] = True  # = calibration_subset
+    chosen[calibration_indices(len(x_train), samples, 0)] = True
     others = np.random.default_rng(1).choice(np.flatnonzero(~chosen), 4096, replace=False)
     for name, x in (("calibration", x_train[chosen]), ("held-out", x_train[np.sort(others)])):
         before, after = forward(original, x)[0], forward(pruned, x)[0]

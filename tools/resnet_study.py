@@ -119,8 +119,10 @@ def heldout_check(original: Path, pruned: Path, x_train: np.ndarray, samples: in
     chosen = np.zeros(len(x_train), dtype=bool)
     chosen[calibration_indices(len(x_train), samples, 0)] = True
     others = np.random.default_rng(1).choice(np.flatnonzero(~chosen), 4096, replace=False)
-    for name, x in (("calibration", x_train[chosen]), ("held-out", x_train[np.sort(others)])):
-        before, after = forward(original, x)[0], forward(pruned, x)[0]
+    x = np.concatenate([x_train[chosen], x_train[np.sort(others)]])  # one session and pass per model
+    both = forward(original, x)[0], forward(pruned, x)[0]
+    for name, part in (("calibration", slice(0, samples)), ("held-out", slice(samples, None))):
+        before, after = both[0][part], both[1][part]
         error = np.linalg.norm(after - before) / np.linalg.norm(before - before.mean(0))
         agree = 100 * float((after.argmax(1) == before.argmax(1)).mean())
         print(f"  {name} images: logits' relative error {error:.4f}, same class as the original {agree:.2f} %")

@@ -1,13 +1,13 @@
 """onnxprune: make trained CNNs smaller without retraining, by GES channel pruning of ONNX models."""
 
 from onnxprune.api import prune
-from onnxprune.budget import BudgetError, SearchOptions
+from onnxprune.search.budget import BudgetError, SearchOptions
 from onnxprune.calib.images import Preprocessing
 from onnxprune.config import PruneConfig
 from onnxprune.errors import CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
-from onnxprune.evaluation import EvalData, benchmark, evaluate, load_eval_data, output_difference
+from onnxprune.measure.evaluate import EvalData, benchmark, evaluate, load_eval_data, output_difference
 from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report, SearchReport, Trial
-from onnxprune.sweep import SweepPoint, SweepResult, sweep
+from onnxprune.search.sweep import SweepPoint, SweepResult, sweep
 
 __all__ = ["prune", "PruneConfig", "Report", "LayerReport", "OnnxPruneError", "ModelError",
            "CalibrationError", "ConfigError", "OutputError", "Preprocessing", "evaluate", "load_eval_data",

@@ -16,18 +16,18 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.calib.data import InputSpec, calibration_from_arrays, input_specs, load_calibration
 from onnxprune.calib.images import Preprocessing, is_image_folder, load_image_calibration
-from onnxprune.budget import History, SearchOptions, budget_from, find_budget
+from onnxprune.search.budget import History, SearchOptions, budget_from, find_budget
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, ModelError
-from onnxprune.engine import Pruner
-from onnxprune.graph.analysis import Layer
+from onnxprune.pruning.walk import Pruner
+from onnxprune.graph.layers import Layer
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import check_model, export, load_model, to_graph
-from onnxprune.evaluation import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
+from onnxprune.measure.evaluate import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
                                   output_difference, top1)
 from onnxprune.report import Accuracy, LayerReport, Report, count_params, node_macs, peak_memory_mb
-from onnxprune.timing import forward_pass_seconds
-from onnxprune.verify import verify_model
+from onnxprune.measure.timing import forward_pass_seconds
+from onnxprune.measure.verify import verify_model
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         :class:`onnxprune.Preprocessing`'s defaults. Refused when neither is an image folder.
     profile : also time one plain onnxruntime pass of the original model over the calibration
         set (``Report.timings["forward_once"]``, not part of ``seconds``), the yardstick of the
-        time breakdown that :func:`onnxprune.timing.breakdown` prints (--verbose).
+        time breakdown that :func:`onnxprune.measure.timing.breakdown` prints (--verbose).
     target_sparsity, target_macs : a budget, the fraction of the parameters (or of the MACs) to
         remove: eps_l2 is searched for, from ``config.eps_l2`` on, until the pruned model is within
         ``search.tolerance`` of it (``Report.search`` lists the trials); a budget that cannot be met

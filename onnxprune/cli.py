@@ -214,7 +214,7 @@ def _layer_eps(values: tuple[str, ...]) -> dict[str, float]:
 
 def _search(options: dict):
     """The budget search options given (None when none was)."""
-    from onnxprune.budget import SearchOptions
+    from onnxprune.search.budget import SearchOptions
 
     given = {"tolerance": None if options["tolerance"] is None else options["tolerance"] / 100,
              "max_trials": options["max_trials"], "search_samples": options["search_samples"]}
@@ -260,7 +260,7 @@ def _run(in_path: Path, out_path: Path, calib: Path, config: PruneConfig, report
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
     if measure and measure.get("profile"):
-        from onnxprune.timing import breakdown
+        from onnxprune.measure.timing import breakdown
 
         click.echo(breakdown(report.timings, report.seconds, report.activations))
 
@@ -330,7 +330,7 @@ def _sweep(in_path: Path, eval_path: Path, out_dir: Path, budgets: str | None, m
            show_point: int | None, plot: bool, save_models: bool, options: dict) -> None:
     """Parse, check the output directory, sweep, write the table and the plot, print the table."""
     from onnxprune.errors import OutputError
-    from onnxprune.sweep import sweep
+    from onnxprune.search.sweep import sweep
 
     budgets = _fractions(budgets, "--budgets", below_one=True)
     eps_values = _fractions(eps_values, "--eps-l2", below_one=False)

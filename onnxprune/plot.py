@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from onnxprune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from onnxprune.sweep import SweepResult
+    from onnxprune.search.sweep import SweepResult
 
 MISSING = "the plot needs matplotlib: pip install 'onnxprune[plot]' (or leave the plot out with --no-plot)"
 

@@ -1,11 +1,12 @@
-"""The benchmark tool's pure parts: knob matching, mean ± sd, BN folding, tables and the README block.
+"""The benchmark tool's pure parts: knob matching, mean ± sd, BN folding, tables, the page and the README block.
 
-Runs without ../shared and without onnxsim or matplotlib (the measuring code that needs them is
-not exercised here; tools/bench.py runs it).
+Runs without ../shared and without onnxsim or matplotlib (the measuring code that needs them,
+tools/benchlib/run.py, is not exercised here; tools/bench.py runs it).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import bench  # noqa: E402
+from benchlib import plan, render, tables  # noqa: E402
 from bnfold import fold_batchnorm  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def staircase(steps: int):
 @pytest.mark.parametrize("target", [0.05, 0.333, 0.5, 0.871, 0.95])
 def test_match_knob_reaches_target_within_tolerance(target):
     removed, calls = staircase(200)
-    knob, got, trials = bench.match_knob(removed, target, tol=0.01)
+    knob, got, trials = plan.match_knob(removed, target, tol=0.01)
     assert abs(got - target) <= 0.01
     assert removed(knob) == got  # the knob returned gives what it says
     assert len(trials) <= 14 and len(calls) == len(trials) + 1
@@ -41,41 +42,41 @@ def test_match_knob_reaches_target_within_tolerance(target):
 
 def test_match_knob_coarse_steps_return_the_closest():
     removed, _ = staircase(4)  # 0, 0.25, 0.5, 0.75: 0.6 cannot be met within 1 pt
-    knob, got, trials = bench.match_knob(removed, 0.6, tol=0.01)
+    knob, got, trials = plan.match_knob(removed, 0.6, tol=0.01)
     assert got == 0.5
     assert all(abs(r - 0.6) >= abs(got - 0.6) for _, r in trials)
 
 
 def test_match_knob_out_of_reach_gives_the_end():
-    knob, got, trials = bench.match_knob(lambda k: 0.5 * k, 0.9, tol=0.01)
+    knob, got, trials = plan.match_knob(lambda k: 0.5 * k, 0.9, tol=0.01)
     assert knob == 0.99 and got == pytest.approx(0.495) and len(trials) <= 4
 
 
 def test_match_knob_uses_the_guess_and_few_trials_on_a_smooth_curve():
     curve = lambda k: 1 - (1 - k) ** 2  # noqa: E731  (a uniform fraction kept of inputs and outputs)
-    knob, got, trials = bench.match_knob(curve, 0.871, guess=1 - 0.129 ** 0.5)
+    knob, got, trials = plan.match_knob(curve, 0.871, guess=1 - 0.129 ** 0.5)
     assert len(trials) == 1 and abs(got - 0.871) <= 0.01
-    knob, got, trials = bench.match_knob(curve, 0.871)  # no guess: interpolation from the ends
+    knob, got, trials = plan.match_knob(curve, 0.871)  # no guess: interpolation from the ends
     assert len(trials) <= 8 and abs(got - 0.871) <= 0.01
 
 
 def test_mean_sd_and_format():
-    assert bench.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample sd (n - 1)
-    assert bench.mean_sd([4.2]) == (4.2, None)
-    assert bench.fmt_mean_sd([99.13, 99.15, 99.11]) == "99.13 ± 0.02"
-    assert bench.fmt_mean_sd([0.1234]) == "0.12"
-    assert bench.fmt_mean_sd([87.06, 87.14], 1, " %") == "87.1 ± 0.1 %"
+    assert tables.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample sd (n - 1)
+    assert tables.mean_sd([4.2]) == (4.2, None)
+    assert tables.fmt_mean_sd([99.13, 99.15, 99.11]) == "99.13 ± 0.02"
+    assert tables.fmt_mean_sd([0.1234]) == "0.12"
+    assert tables.fmt_mean_sd([87.06, 87.14], 1, " %") == "87.1 ± 0.1 %"
     with pytest.raises(ValueError):
-        bench.mean_sd([])
+        tables.mean_sd([])
 
 
 def test_replace_block_keeps_the_rest():
     text = "intro\n<!-- bench:start -->\nold\ntable\n<!-- bench:end -->\nrest\n"
-    out = bench.replace_block(text, "| new |")
+    out = render.replace_block(text, "| new |")
     assert out == "intro\n<!-- bench:start -->\n| new |\n<!-- bench:end -->\nrest\n"
-    assert bench.replace_block(out, "| new |") == out
+    assert render.replace_block(out, "| new |") == out
     with pytest.raises(ValueError):
-        bench.replace_block("no markers", "x")
+        render.replace_block("no markers", "x")
 
 
 def _run(method, budget, draw, loss, removed=0.8):
@@ -88,12 +89,41 @@ def test_headline_marks_the_best_and_counts_draws():
     runs += [_run("l1", 0.8, d, 0.5) for d in range(3)]
     runs += [_run("onnxsim-l2", 0.8, 0, 0.05)]
     results = {"lenet5_mnist": {"runs": {str(i): r for i, r in enumerate(runs)}}}
-    head = bench.headline_rows(results)
+    head = tables.headline_rows(results)
     assert len(head) == 3
     row = head[2]
     assert row.startswith("| LeNet-5 / MNIST | 0.8 | 80.0 ± 0.0 % | 0.12 ± 0.02 | 0.50 ± 0.00 | – | **0.05** | – | 1 |")
-    ahead, behind = bench.verdicts(results)
+    ahead, behind = tables.verdicts(results)
     assert not ahead and len(behind) == 1 and "onnxsim L2 0.05 pt" in behind[0] and "not yet run" in behind[0]
+
+
+def _measured(method, draw, loss):
+    """A run record as tools/benchlib/run.py writes it, with figures no real run has."""
+    return {**_run(method, 0.8, draw, loss, removed=0.6), "seed": draw + 5, "samples": 2048, "top1_after": 77.7 - loss,
+            "knob": None if method == "ges" else {"name": "keep_fraction", "value": 0.5},
+            "macs_removed": 0.3, "seconds": 3.0, "peak_rss_mb": 100.0, "load_average": 3.3,
+            "latency": [{"batch": b, "ms_before": 2.0, "ms_after": 1.0, "threads": 4} for b in plan.BATCHES],
+            "date": "2030-01-02 03:04", "cpus": 3, "onnxsim": "v9.9.9", "onnxruntime": "8.8.8",
+            "onnxprune_commit": "abcdefa", "onnxprune_dirty": False}
+
+
+def test_page_prose_has_only_the_cache_figures():
+    runs = [_measured("ges", 0, 0.25), _measured("l1", 0, 0.75)]
+    results = {"vgg16_cifar10": {"model": "vgg16_cifar10", "matches": {}, "runs": {str(i): r for i, r in enumerate(runs)},
+                                 "baseline": {"top1": 77.7, "test_samples": 512, "params": 1000, "macs": 5000}}}
+    text = render.page(results)
+    for computed in ("2,048 random *training* images, seeds 5)", "full\n512-image test set", "CPU, 4 threads,",
+                     "VGG-16 / CIFAR-10 77.70 %", "coverage (v9.9.9)", "on a 3-core machine", "onnxruntime 8.8.8"):
+        assert computed in text
+    for typed in ("10,000", "86.40", "84.69", "93 %", "1e-6", "0.09 %", "0.12 %", "500-neuron", "x86-64", "nice -n"):
+        assert typed not in text
+    prose = [line for line in text.splitlines() if line and not line.startswith(("|", "    ", "#", "- "))]
+    names = r"LeNet-5|VGG-16|ResNet-18|CIFAR-10|ε_L2|L[12]\b|conv\d|fc\d|1-minute|vgg16_cifar10|Horenko 2024"
+    figures = {n for line in prose for n in re.findall(r"\d[\d,.]*\d|\d", re.sub(names, "", line))}
+    from_cache = {"2,048", "5", "512", "4", "77.70", "9.9.9", "8.8.8", "3", "3.3", "1,000", "5,000",
+                  "2030", "01", "02", "03", "04"}
+    from_plan = {"0", f"{100 * plan.MATCH_TOL:g}", f"{plan.KNOB_MAX:g}"}  # draw 0 is the target; the search's bounds
+    assert figures <= from_cache | from_plan, figures - from_cache - from_plan
 
 
 def _conv_bn_model(with_bias: bool) -> onnx.ModelProto:

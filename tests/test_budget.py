@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from builders import lenet_like, random_chain, random_inputs, save_inputs
 from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune
-from onnxprune.budget import Budget, History, find_budget
+from onnxprune.search.budget import Budget, History, find_budget
 from onnxprune.cli import main
-from onnxprune.controls import unit_eps_l2
+from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, to_graph
 from onnxprune.api import tensor_shapes

@@ -15,7 +15,7 @@ import onnxprune
 from builders import INPUT, lenet_like, random_inputs, run
 from onnxprune.cli import main
 from onnxprune.errors import CalibrationError, ConfigError, ModelError
-from onnxprune.evaluation import benchmark, evaluate, load_eval_data, output_difference
+from onnxprune.measure.evaluate import benchmark, evaluate, load_eval_data, output_difference
 
 FAST = dict(max_iter=5, rows_per_layer=512)
 

@@ -10,7 +10,7 @@ from builders import INPUT, OUTPUT, conv_bn_relu_chain, lenet_like, matmul_head,
 from onnxprune.api import tensor_shapes
 from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, export, to_graph
-from onnxprune.rewrite import remove_classes, set_weights
+from onnxprune.pruning.rewrite import remove_classes, set_weights
 
 ZERO = {"conv2": [1, 5], "fc": [3, 7, 10]}
 

@@ -19,7 +19,7 @@ import onnxprune
 from builders import random_inputs, save_inputs, wide_activations
 from onnxprune.calib.store import ActivationStore, same_values
 from onnxprune.cli import main
-from onnxprune.engine import Pruner
+from onnxprune.pruning.walk import Pruner
 from topologies import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]

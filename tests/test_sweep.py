@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from builders import random_inputs, run, save_inputs
 from onnxprune import SearchOptions, sweep
 from onnxprune.cli import main
-from onnxprune.sweep import TABLE_COLUMNS
+from onnxprune.search.sweep import TABLE_COLUMNS
 from test_budget import chain
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -38,7 +38,7 @@ import onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-import onnxprune.engine as engine  # noqa: E402
+import onnxprune.pruning.walk as engine  # noqa: E402
 from datasets import DATASETS, calibration_indices, calibration_subset, shared_dir  # noqa: E402
 from evaluate import top1  # noqa: E402
 from onnxprune import prune  # noqa: E402

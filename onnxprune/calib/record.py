@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.calib.runner import make_session, segment_model
 from onnxprune.calib.store import StoredTensor
 from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
-from onnxprune.graph.analysis import Layer
+from onnxprune.graph.layers import Layer
 from onnxprune.solve.problem import LayerProblem
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.analysis import Layer, as_layer
-from onnxprune.graph.rules import DATA_INPUT_ZERO, RULES, Coupling
+from onnxprune.graph.layers import Layer, as_layer
+from onnxprune.ops.rules import DATA_INPUT_ZERO, RULES, Coupling
 
 
 class UnionFind:

@@ -21,10 +21,10 @@ from onnxprune.calib.record import LayerRecorder, layer_statistics, original_sta
 from onnxprune.calib.runner import SegmentRunner
 from onnxprune.calib.store import MB, ActivationStore, same_values
 from onnxprune.config import PruneConfig
-from onnxprune.controls import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
-from onnxprune.graph.analysis import Layer, output_gain
+from onnxprune.pruning.allocation import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
+from onnxprune.graph.layers import Layer, output_gain
 from onnxprune.graph.channels import ChannelGraph, Unit
-from onnxprune.rewrite import remove_classes, set_weights
+from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
 from onnxprune.solve.selectors import l1_scores, lasso_scores, n_to_keep, top_k
 from onnxprune.solve.problem import LayerProblem, normalise

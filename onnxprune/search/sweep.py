@@ -1,7 +1,7 @@
 """Sweep: prune one model at several budgets (or ε_L2 values), score each on labelled data, and
 write the trade-off as a table (CSV and JSON) and a plot (sweep.png, see plot.py).
 
-The budget searches share one :class:`~onnxprune.budget.History`, so each later budget starts
+The budget searches share one :class:`~onnxprune.search.budget.History`, so each later budget starts
 from the points the earlier ones measured, and the labelled data is read and the original model
 scored once.
 """
@@ -20,11 +20,11 @@ from pathlib import Path
 import onnx
 
 from onnxprune.api import Calibration, prune
-from onnxprune.budget import METRICS, BudgetError, History, SearchOptions
+from onnxprune.search.budget import METRICS, BudgetError, History, SearchOptions
 from onnxprune.calib.images import Preprocessing, is_image_folder
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, OutputError
-from onnxprune.evaluation import EvalSource, check_labels, load_eval_data, top1
+from onnxprune.measure.evaluate import EvalSource, check_labels, load_eval_data, top1
 from onnxprune.graph.io import check_model, load_model, save_model, write_atomic, write_text
 from onnxprune.report import Trial
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError
-from onnxprune.graph.analysis import Layer
+from onnxprune.graph.layers import Layer
 from onnxprune.graph.channels import ChannelGraph, Unit
 
 

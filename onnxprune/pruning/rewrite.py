@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.analysis import Layer, following_batchnorm
+from onnxprune.graph.layers import Layer, following_batchnorm
 from onnxprune.graph.channels import ChannelGraph
 
 

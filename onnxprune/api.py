@@ -25,7 +25,9 @@ from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import check_model, export, load_model, to_graph
 from onnxprune.measure.evaluate import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
                                   output_difference, top1)
-from onnxprune.report import Accuracy, LayerReport, Report, count_params, node_macs, peak_memory_mb
+from onnxprune.measure.counts import count_params, node_macs
+from onnxprune.measure.memory import peak_memory_mb
+from onnxprune.report import Accuracy, LayerReport, Report
 from onnxprune.measure.timing import forward_pass_seconds
 from onnxprune.measure.verify import verify_model
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import onnx_graphsurgeon as gs
 
 
 # Parts of the main timings, or about them, that the one-line note leaves to --verbose (timing.py).
@@ -198,46 +196,3 @@ def _count(n: int) -> str:
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return str(n)
-
-
-def count_params(graph: gs.Graph) -> int:
-    """Elements of all floating-point constants: weights, biases and normalisation vectors."""
-    return sum(
-        int(t.values.size) for t in graph.tensors().values()
-        if isinstance(t, gs.Constant) and np.issubdtype(np.asarray(t.values).dtype, np.floating)
-    )
-
-
-def node_macs(node: gs.Node, out_shapes: dict[str, tuple]) -> int:
-    """Multiply-accumulates of one Conv/Gemm/MatMul for a single sample (0 for other ops)."""
-    if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
-        return 0
-    weight_size = int(np.asarray(node.inputs[1].values).size)
-    if node.op != "Conv":
-        return weight_size
-    shape = out_shapes.get(node.outputs[0].name)
-    if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape[2:]):
-        return 0
-    # A Conv weight holds out x in/group x kh x kw: one MAC per weight per output pixel.
-    return weight_size * int(np.prod(shape[2:]))
-
-
-def peak_memory_mb() -> float | None:
-    """Peak resident set size of this process so far, in MB (None where the OS does not say)."""
-    try:  # Linux: the high-water mark of this process's own memory. ru_maxrss would not do: a
-        # process started by fork/vfork + exec inherits its parent's ru_maxrss, so a CLI run from a
-        # large Python parent (a benchmark holding a test set) would report the parent's peak.
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

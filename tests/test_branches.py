@@ -18,7 +18,7 @@ from builders import INPUT, OUTPUT, random_inputs, run
 from onnxprune.api import tensor_shapes
 from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, export, to_graph
-from onnxprune.report import count_params
+from onnxprune.measure.counts import count_params
 from onnxprune.pruning.rewrite import remove_classes
 from topologies import ARCHITECTURES, PIECES, build
 

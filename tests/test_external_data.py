@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import onnxprune
 from builders import INPUT, OUTPUT, lenet_like, random_inputs, run, save_inputs
-from onnxprune.calib import runner
+from onnxprune import runtime
 from onnxprune.cli import main
 from onnxprune.errors import OutputError
 from onnxprune.graph import io
@@ -114,7 +114,7 @@ def test_models_past_the_message_limit_prune_through_files(tmp_path, monkeypatch
             yield path
 
     monkeypatch.setattr(io, "as_file", counting)
-    monkeypatch.setattr(runner, "as_file", counting)
+    monkeypatch.setattr(runtime, "as_file", counting)
     pruned, _ = onnxprune.prune(model, x, rows_per_layer=2048)
     assert len(written) > 3  # segments of both networks, the look-ahead pass, the checker
     assert pruned.SerializeToString() == expected.SerializeToString()

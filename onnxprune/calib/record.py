@@ -13,7 +13,8 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.calib.runner import make_session, segment_model
+from onnxprune.calib.runner import segment_model
+from onnxprune.runtime import make_session
 from onnxprune.calib.store import StoredTensor
 from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
 from onnxprune.graph.layers import Layer

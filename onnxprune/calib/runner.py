@@ -19,24 +19,13 @@ import time
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+
 import onnxruntime as ort
 
 from onnxprune.calib.store import ActivationStore, StoredTensor
-from onnxprune.graph.io import as_file, fits_in_one_message
+from onnxprune.runtime import make_session
 
 log = logging.getLogger(__name__)
-
-
-def make_session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
-    """A CPU session of the model: from its bytes, or, past protobuf's 2 GB limit, from a
-    temporary file with external data (onnxruntime has read the weights when it returns)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # our graphs carry no stale shapes, warnings would only be noise
-    options.intra_op_num_threads = threads
-    if fits_in_one_message(model):
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    with as_file(model) as path:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def segment_model(graph: gs.Graph, node_names: set[str], input_names: list[str],

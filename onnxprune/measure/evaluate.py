@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from onnxprune.calib.data import LOAD_ERRORS, InputSpec, calibration_from_arrays, input_specs
 from onnxprune.calib.images import Preprocessing, is_image_folder, load_labelled_images
-from onnxprune.calib.runner import make_session
+from onnxprune.runtime import make_session
 from onnxprune.errors import CalibrationError, ModelError, first_line
 from onnxprune.graph.io import load_model
 from onnxprune.report import Latency, OutputCheck

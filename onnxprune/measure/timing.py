@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from onnxprune.calib.runner import make_session
+from onnxprune.runtime import make_session
 
 # (timings key, label), in the order of a run; the forward passes and the statistics include the
 # activation store's disk I/O, which is shown on its own line as well.

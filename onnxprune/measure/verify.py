@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.calib.runner import make_session
+from onnxprune.runtime import make_session
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.io import check_any_size
 

@@ -1,0 +1,161 @@
+"""The benchmark's tables and verdicts, computed from the cached runs: mean ± sd, headline, per model, matches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from .plan import BATCHES, MATCH_TOL, METHODS, MODELS, PAPER_LOSS, SHORT
+
+
+def mean_sd(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("no values")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def fmt_mean_sd(values: Iterable[float], digits: int = 2, unit: str = "") -> str:
+    """'12.34 ± 0.05' over several values, '12.34' for one (no spread to show)."""
+    mean, sd = mean_sd(values)
+    text = f"{mean:.{digits}f}"
+    if sd is not None:
+        text += f" ± {sd:.{digits}f}"
+    return text + unit
+
+
+def group_runs(runs: Iterable[dict]) -> dict[tuple[float, str], list[dict]]:
+    """(budget, method) -> the runs over draws, sorted by draw."""
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["budget"], r["method"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["draw"]) for k, v in sorted(groups.items())}
+
+
+def headline_rows(results: dict[str, dict]) -> list[str]:
+    """The README's table: per model and budget, GES's parameters removed and every method's top-1 loss."""
+    methods = list(METHODS)
+    lines = [f"| model | GES budget (ε_L2) | parameters removed (matched ± {100 * MATCH_TOL:g} pt) | "
+             + " | ".join(f"{SHORT[m]} loss (pt)" for m in methods) + " | draws |",
+             "|---|---|---|" + "---|" * len(methods) + "---|"]
+    for name, data in results.items():
+        groups = group_runs(data.get("runs", {}).values())
+        for budget in sorted({b for b, _ in groups}):
+            ges = groups.get((budget, "ges"))
+            if not ges:
+                continue
+            losses = {}
+            target = mean_sd([r["params_removed"] for r in ges])[0]
+            for m in methods:
+                runs = groups.get((budget, m))
+                losses[m] = fmt_mean_sd([r["loss_pt"] for r in runs]) if runs else "–"
+                if runs and abs(mean_sd([r["params_removed"] for r in runs])[0] - target) > MATCH_TOL:
+                    losses[m] += f" (at {mean_sd([100 * r['params_removed'] for r in runs])[0]:.1f} %)"
+            best = _best_method(groups, budget)
+            cells = [f"**{losses[m]}**" if m in best and losses[m] != "–" else losses[m] for m in methods]
+            # (a peer that could not be matched within MATCH_TOL says at what reduction it was measured)
+            draws = min(len(groups[(budget, m)]) for m in methods if (budget, m) in groups)
+            lines.append(f"| {MODELS[name]['label']} | {budget:g} | {fmt_mean_sd([100 * r['params_removed'] for r in ges], 1)} % | "
+                         + " | ".join(cells) + f" | {draws} |")
+    return lines
+
+
+def _best_method(groups: dict, budget: float) -> set[str]:
+    """The methods with the smallest mean loss at this budget (ties all count)."""
+    means = {m: mean_sd([r["loss_pt"] for r in runs])[0] for (b, m), runs in groups.items() if b == budget}
+    if not means:
+        return set()
+    low = min(means.values())
+    return {m for m, v in means.items() if abs(v - low) < 1e-9}
+
+
+def _latency(runs: list[dict], batch: int) -> str:
+    after = [next(t["ms_after"] for t in r["latency"] if t["batch"] == batch) for r in runs]
+    speedup = [next(t["ms_before"] / t["ms_after"] for t in r["latency"] if t["batch"] == batch) for r in runs]
+    digits = 3 if max(after) < 1 else 2 if max(after) < 10 else 1
+    return f"{fmt_mean_sd(after, digits)} ms ({mean_sd(speedup)[0]:.2f}×)"
+
+
+def model_table(data: dict) -> list[str]:
+    lines = ["| GES budget | method | knob | parameters removed | MACs removed | top-1 after (%) | loss (pt) | "
+             "prune time (s) | peak RSS (MB) | " + "".join(f"latency batch {b} (speed-up) | " for b in BATCHES) + "draws |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(BATCHES) + "---|"]
+    for (budget, method), runs in sorted(group_runs(data["runs"].values()).items(),
+                                         key=lambda kv: (kv[0][0], list(METHODS).index(kv[0][1]))):
+        knob = "ε_L2 " + f"{budget:g}" if runs[0]["knob"] is None else f"{runs[0]['knob']['name']} {runs[0]['knob']['value']:g}"
+        lines.append(
+            f"| {budget:g} | {METHODS[method][0]} | {knob} | {fmt_mean_sd([100 * r['params_removed'] for r in runs], 1)} % | "
+            f"{fmt_mean_sd([100 * r['macs_removed'] for r in runs], 1)} % | {fmt_mean_sd([r['top1_after'] for r in runs])} | "
+            f"{fmt_mean_sd([r['loss_pt'] for r in runs])} | {fmt_mean_sd([r['seconds'] for r in runs], 1)} | "
+            f"{fmt_mean_sd([r['peak_rss_mb'] for r in runs], 0)} | "
+            + "".join(f"{_latency(runs, b)} | " for b in BATCHES) + f"{len(runs)} |")
+    return lines
+
+
+def verdicts(results: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Per matched point, whether GES has the best mean top-1: (where it leads, where it does not)."""
+    ahead, behind = [], []
+    for name, data in results.items():
+        groups = group_runs(data["runs"].values())
+        for budget in sorted({b for b, _ in groups}):
+            if (budget, "ges") not in groups:
+                continue
+            ges = mean_sd([r["loss_pt"] for r in groups[(budget, "ges")]])[0]
+            target = mean_sd([r["params_removed"] for r in groups[(budget, "ges")]])[0]
+            peers, unmatched = {}, {}
+            for (b, m), runs in groups.items():
+                if b == budget and m != "ges":
+                    peers[m] = mean_sd([r["loss_pt"] for r in runs])[0]
+                    removed = mean_sd([r["params_removed"] for r in runs])[0]
+                    if abs(removed - target) > MATCH_TOL:
+                        unmatched[m] = f" (at {100 * removed:.1f} % removed, not within {100 * MATCH_TOL:g} pt of GES)"
+            if not peers:
+                continue
+            better = {m: v for m, v in peers.items() if v < ges}
+            where = (f"{MODELS[name]['label']} at ε_L2 {budget:g} "
+                     f"({mean_sd([100 * r['params_removed'] for r in groups[(budget, 'ges')]])[0]:.1f} % removed)")
+            missing = [SHORT[m] for m in METHODS if m != "ges" and m not in peers]
+            note = f"; not yet run: {', '.join(missing)}" if missing else ""
+            if better:
+                behind.append(f"- {where}: GES loses {ges:.2f} pt, "
+                              + ", ".join(f"{SHORT[m]} {v:.2f} pt{unmatched.get(m, '')}"
+                                          for m, v in sorted(better.items(), key=lambda kv: kv[1]))
+                              + note)
+            else:
+                closest = min(peers.items(), key=lambda kv: kv[1])
+                ahead.append(f"- {where}: GES loses {ges:.2f} pt, the best peer ({SHORT[closest[0]]}) "
+                             f"{closest[1]:.2f} pt{unmatched.get(closest[0], '')}{note}")
+    return ahead, behind
+
+
+def match_notes(results: dict[str, dict]) -> list[str]:
+    lines = [f"| model | GES budget | knob | GES removed (draw 0) | knob found | peer removed | trials | "
+             f"within ± {100 * MATCH_TOL:g} pt |", "|---|---|---|---|---|---|---|---|"]
+    for name, data in results.items():
+        for key, m in sorted(data.get("matches", {}).items()):
+            family, budget = key.split("|")
+            knob = f"keep_fraction {1 - m['knob_drop']:.4g}" if family == "keep_fraction" else f"sparsity {m['knob_drop']:.4g}"
+            ok = abs(m["removed"] - m["target"]) <= MATCH_TOL
+            lines.append(f"| {MODELS[name]['label']} | {budget.replace('eps_l2=', '')} | {family} | {m['target']:.1%} | "
+                         f"{knob} | {m['removed']:.1%} | {len(m['trials'])} | {'yes' if ok else '**no**'} |")
+    return lines
+
+
+def paper_rows(results: dict[str, dict]) -> list[str]:
+    """The paper's claim beside GES's sparsest point here within the paper's 0.5 pt."""
+    lines = [f"| model | paper: parameters removed at {PAPER_LOSS[0]:g}–{PAPER_LOSS[1]:g} pt loss | GES here: most "
+             f"removed at ≤ {PAPER_LOSS[1]:g} pt mean loss (budgets run) |", "|---|---|---|"]
+    for name, spec in MODELS.items():
+        groups = group_runs(results.get(name, {}).get("runs", {}).values())
+        points = [(mean_sd([100 * r["params_removed"] for r in runs])[0], mean_sd([r["loss_pt"] for r in runs])[0], b)
+                  for (b, m), runs in groups.items() if m == "ges"]
+        ok = [p for p in points if p[1] <= PAPER_LOSS[1]]
+        ours = (f"{max(ok)[0]:.1f} % at {max(ok)[1]:.2f} pt (ε_L2 {max(ok)[2]:g})" if ok
+                else f"none within {PAPER_LOSS[1]:g} pt" if points else "not run")
+        lo, hi = spec["paper"]
+        lines.append(f"| {spec['label']} | {100 * lo:.0f}–{100 * hi:.0f} % | {ours} |")
+    return lines

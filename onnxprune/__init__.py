@@ -1,16 +1,69 @@
-"""onnxprune: make trained CNNs smaller without retraining, by GES channel pruning of ONNX models."""
+"""onnxprune: make trained CNNs smaller without retraining, by GES channel pruning of ONNX models.
 
-from onnxprune.api import prune
-from onnxprune.search.budget import BudgetError, SearchOptions
-from onnxprune.calib.images import Preprocessing
-from onnxprune.config import PruneConfig
-from onnxprune.errors import CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
-from onnxprune.measure.evaluate import EvalData, benchmark, evaluate, load_eval_data, output_difference
-from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report, SearchReport, Trial
-from onnxprune.search.sweep import SweepPoint, SweepResult, sweep
+The public names load lazily (PEP 562): ``import onnxprune`` (and so ``onnxprune --help``) does not
+import onnx, onnxruntime, onnx-graphsurgeon, SciPy or NumPy; the first use of a name imports the
+module that defines it. ``from onnxprune import prune, PruneConfig`` works as for eager imports.
+"""
 
-__all__ = ["prune", "PruneConfig", "Report", "LayerReport", "OnnxPruneError", "ModelError",
-           "CalibrationError", "ConfigError", "OutputError", "Preprocessing", "evaluate", "load_eval_data",
-           "EvalData", "output_difference", "benchmark", "Accuracy", "OutputCheck", "Latency",
-           "BudgetError", "SearchOptions", "SearchReport", "Trial", "sweep", "SweepResult", "SweepPoint"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> the module that defines it
+_HOMES = {
+    "prune": "onnxprune.api",
+    "PruneConfig": "onnxprune.config",
+    "Report": "onnxprune.report",
+    "LayerReport": "onnxprune.report",
+    "OnnxPruneError": "onnxprune.errors",
+    "ModelError": "onnxprune.errors",
+    "CalibrationError": "onnxprune.errors",
+    "ConfigError": "onnxprune.errors",
+    "OutputError": "onnxprune.errors",
+    "Preprocessing": "onnxprune.calib.images",
+    "evaluate": "onnxprune.measure.evaluate",
+    "load_eval_data": "onnxprune.measure.evaluate",
+    "EvalData": "onnxprune.measure.evaluate",
+    "output_difference": "onnxprune.measure.evaluate",
+    "benchmark": "onnxprune.measure.evaluate",
+    "Accuracy": "onnxprune.report",
+    "OutputCheck": "onnxprune.report",
+    "Latency": "onnxprune.report",
+    "BudgetError": "onnxprune.search.budget",
+    "SearchOptions": "onnxprune.search.budget",
+    "SearchReport": "onnxprune.report",
+    "Trial": "onnxprune.report",
+    "sweep": "onnxprune.search.sweep",
+    "SweepResult": "onnxprune.search.sweep",
+    "SweepPoint": "onnxprune.search.sweep",
+    "save_model": "onnxprune.graph.io",
+}
+
+__all__ = list(_HOMES)
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
+    from onnxprune.api import prune
+    from onnxprune.calib.images import Preprocessing
+    from onnxprune.config import PruneConfig
+    from onnxprune.errors import CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
+    from onnxprune.graph.io import save_model
+    from onnxprune.measure.evaluate import EvalData, benchmark, evaluate, load_eval_data, output_difference
+    from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report, SearchReport, Trial
+    from onnxprune.search.budget import BudgetError, SearchOptions
+    from onnxprune.search.sweep import SweepPoint, SweepResult, sweep
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use and cache the name in this module."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'onnxprune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,12 +20,12 @@ from onnxprune.search.budget import History, SearchOptions, budget_from, find_bu
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, ModelError
 from onnxprune.pruning.walk import Pruner
-from onnxprune.graph.layers import Layer
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import check_model, export, load_model, to_graph
 from onnxprune.measure.evaluate import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
                                   output_difference, top1)
-from onnxprune.measure.counts import count_params, node_macs
+from onnxprune.measure.counts import count_params
+from onnxprune.ops import Layer, node_macs
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.report import Accuracy, LayerReport, Report
 from onnxprune.measure.timing import forward_pass_seconds

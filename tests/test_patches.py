@@ -7,7 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from onnxprune.calib.stats import ConvGeometry, extract_patches, sample_pixels
+from onnxprune.calib.stats import extract_patches, sample_pixels
+from onnxprune.ops import ConvGeometry
 
 
 @pytest.mark.parametrize("kernel, strides, dilations, pads, auto_pad", [

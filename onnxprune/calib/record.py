@@ -14,10 +14,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.calib.runner import segment_model
-from onnxprune.runtime import make_session
+from onnxprune.runtime import declared_batch, make_session, run_arrays
 from onnxprune.calib.store import StoredTensor
-from onnxprune.calib.stats import ConvGeometry, Moments, extract_patches, sample_pixels
-from onnxprune.graph.layers import Layer
+from onnxprune.calib.stats import Moments, extract_patches, sample_pixels
+from onnxprune.ops import Layer
 from onnxprune.solve.problem import LayerProblem
 
 
@@ -36,7 +36,7 @@ class LayerRecorder:
         if out_rows is not None:
             weight, bias = weight[out_rows], bias[out_rows]
         self.weight, self.bias = weight.astype(np.float32), bias.astype(np.float32)
-        self.node = original.node if original.is_conv else None
+        self.layer = original
         self.per_image = max(1, math.ceil(rows_per_layer / max(n_images, 1)))
         self.channel_of_feature, self.n_channels = np.asarray(channel_of_feature), n_channels
         self.rng = rng
@@ -44,8 +44,8 @@ class LayerRecorder:
 
     def add(self, x_pruned: np.ndarray, x_original: np.ndarray) -> None:
         """One batch of the layer's input in both networks (same images, same order)."""
-        if self.node is not None:
-            geometry = ConvGeometry.of(self.node, x_pruned.shape[2:])
+        geometry = self.layer.geometry(x_pruned.shape[2:])
+        if geometry is not None:
             images, rows, cols = sample_pixels(np.arange(len(x_pruned)), geometry.out_hw(x_pruned.shape[2:]),
                                                self.per_image, self.rng)
             x = extract_patches(x_pruned, geometry, images, rows, cols)
@@ -77,8 +77,10 @@ def original_statistics(graph: gs.Graph, feeds: dict[str, np.ndarray],
     inputs = [t.name for t in graph.inputs]
     session = make_session(segment_model(graph, {n.name for n in graph.nodes}, inputs, tensors,
                                          {name: feeds[name].dtype for name in inputs}))
-    for begin in range(0, len(feeds[inputs[0]]), batch_size):
-        batch = dict(zip(tensors, session.run(tensors, {k: v[begin:begin + batch_size] for k, v in feeds.items()})))
+    # The segment's inputs declare no shapes: the batch the model fixes is read from the graph's.
+    fixed = declared_batch(t.shape for t in graph.inputs)
+    for _, values in run_arrays(session, tensors, feeds, batch_size, fixed):
+        batch = dict(zip(tensors, values))
         for tensor, recorder in requests.values():
             recorder.add(batch[tensor], batch[tensor])
     return {name: recorder.problem() for name, (_, recorder) in requests.items()}

@@ -7,47 +7,11 @@ accumulated batch by batch in float64, so memory does not depend on the number o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
-import onnx_graphsurgeon as gs
 
+from onnxprune.ops import ConvGeometry
 from onnxprune.solve.problem import LayerProblem
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-    dilations: tuple[int, int]
-    pads: tuple[int, int, int, int]  # top, left, bottom, right
-
-    @classmethod
-    def of(cls, node: gs.Node, in_hw: tuple[int, int]) -> "ConvGeometry":
-        kernel = tuple(np.asarray(node.inputs[1].values).shape[2:])
-        strides = tuple(node.attrs.get("strides", (1, 1)))
-        dilations = tuple(node.attrs.get("dilations", (1, 1)))
-        pads = tuple(node.attrs.get("pads", (0, 0, 0, 0)))
-        auto_pad = node.attrs.get("auto_pad", "NOTSET")
-        if isinstance(auto_pad, bytes):
-            auto_pad = auto_pad.decode()
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            pads_hw = []
-            for size, k, s, d in zip(in_hw, kernel, strides, dilations):
-                out = -(-size // s)
-                total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-                small, big = total // 2, total - total // 2
-                pads_hw.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
-            pads = (pads_hw[0][0], pads_hw[1][0], pads_hw[0][1], pads_hw[1][1])
-        elif auto_pad == "VALID":
-            pads = (0, 0, 0, 0)
-        return cls(kernel, strides, dilations, pads)
-
-    def out_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
-        return tuple(
-            (size + self.pads[i] + self.pads[i + 2] - (k - 1) * d - 1) // s + 1
-            for i, (size, k, s, d) in enumerate(zip(in_hw, self.kernel, self.strides, self.dilations))
-        )
 
 
 def extract_patches(x: np.ndarray, geometry: ConvGeometry, images: np.ndarray, rows: np.ndarray,

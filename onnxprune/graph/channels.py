@@ -2,7 +2,7 @@
 
 Every tracked tensor carries a vector of channel ids, one per index of its channel axis (axis 1;
 for a tensor flattened to (N, C*H*W), one per feature, so a channel's id repeats H*W times). A
-layer gives its output fresh ids; a rule (``rules.py``) gives each other node's outputs the ids
+layer gives its output fresh ids; an op's entry (``onnxprune/ops``) gives each other node's outputs the ids
 its inputs carry, concatenated, cut or shared; an element-wise op over several tensors (a
 residual Add) declares the ids it combines equal, in a union-find. After the walk one root id is
 one *class*: channels of several tensors that exist together or not at all.
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.layers import Layer, as_layer
-from onnxprune.ops.rules import DATA_INPUT_ZERO, RULES, Coupling
+from onnxprune.ops import RULES, Coupling, Layer, as_layer
 
 
 class UnionFind:
@@ -78,6 +77,7 @@ class ChannelGraph:
     nodes: dict[str, gs.Node] = field(default_factory=dict)
     layers: list[Layer] = field(default_factory=list)  # topological order
     skipped: dict[str, str] = field(default_factory=dict)  # linear nodes that are not layers, why
+    shapes: dict[str, tuple] = field(default_factory=dict)  # the analysed graph's tensor shapes
 
     def classes(self, tensor_name: str) -> np.ndarray | None:
         ids = self.maps.get(tensor_name)
@@ -168,7 +168,7 @@ class ChannelGraph:
 def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
                      exclude: frozenset[str] = frozenset()) -> ChannelGraph:
     """Walk the graph in topological order and build the channel classes (see the module doc)."""
-    result = ChannelGraph()
+    result = ChannelGraph(shapes=shapes)
     uf = UnionFind()
     frozen_ids: list[tuple[np.ndarray, str]] = []
 
@@ -201,7 +201,7 @@ def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
             elif in_maps[0] is not None and in_maps[0].size != layer.in_channels:
                 freeze(in_maps[0], f"'{layer.name}' reads {layer.in_channels} channels, its input has {in_maps[0].size}")
             continue
-        coupling = _apply_rule(node, in_maps, shapes, not_layer)
+        coupling = _apply_rule(node, in_maps, shapes)
         if isinstance(coupling, str):
             if not_layer:
                 result.skipped[node.name] = not_layer
@@ -228,14 +228,14 @@ def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
     return result
 
 
-def _apply_rule(node: gs.Node, in_maps: list, shapes: dict[str, tuple], not_layer: str | None) -> Coupling | str:
+def _apply_rule(node: gs.Node, in_maps: list, shapes: dict[str, tuple]) -> Coupling | str:
     rule = RULES.get(node.op)
     if rule is None:
         return "no channel rule for this op"
-    if not_layer and not (node.op == "Conv" and node.attrs.get("group", 1) > 1):
-        return not_layer
-    data = in_maps[:1] if node.op in DATA_INPUT_ZERO else [m for m, t in zip(in_maps, node.inputs)
-                                                           if not isinstance(t, gs.Constant)]
-    if not data or any(m is None for m in data[:1]) or (node.op == "Concat" and any(m is None for m in data)):
+    if (refused := rule.refuse(node, shapes)) is not None:
+        return refused
+    data = in_maps[:1] if rule.data_inputs == "first" else [m for m, t in zip(in_maps, node.inputs)
+                                                            if not isinstance(t, gs.Constant)]
+    if not data or any(m is None for m in (data if rule.all_tracked else data[:1])):
         return "its input channels are not tracked"
-    return rule(node, in_maps, shapes)
+    return rule.couple(node, in_maps, shapes)

@@ -13,8 +13,8 @@ import numpy as np
 
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError
-from onnxprune.graph.layers import Layer
 from onnxprune.graph.channels import ChannelGraph, Unit
+from onnxprune.ops import Layer
 
 
 def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) -> dict[int, float]:
@@ -27,7 +27,7 @@ def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) 
     small early layers whose errors every later layer inherits. Pricing by MACs instead moves it to
     the high-resolution early layers, where a MAC budget is won.
     """
-    scale = _output_pixels(channels.layers) if config.pricing == "macs" else None
+    scale = _output_pixels(channels.layers, channels.shapes) if config.pricing == "macs" else None
     costs = {id(unit): channels.params_controlled(unit.classes, scale) for unit in units}
     if not costs:
         return {}
@@ -56,15 +56,15 @@ def keep_at_least(keep: np.ndarray, weights: np.ndarray, unit: Unit, channels: C
     return keep
 
 
-def _output_pixels(layers: list[Layer]) -> dict[str, float]:
+def _output_pixels(layers: list[Layer], shapes: dict[str, tuple]) -> dict[str, float]:
     """MACs per weight of each layer: its output pixels (1 for a Gemm/MatMul)."""
     pixels = {}
     for layer in layers:
-        shape = layer.node.outputs[0].shape if layer.is_conv else ()
-        if shape is None or not all(isinstance(d, (int, np.integer)) for d in shape[2:]):
-            raise ConfigError(f"pricing by MACs needs the output size of every Conv, and that of "
+        uses = layer.rule.uses_per_weight(layer.node, shapes)
+        if uses is None:
+            raise ConfigError(f"pricing by MACs needs the output size of every layer, and that of "
                               f"'{layer.name}' is not fixed (a dynamic image size)")
-        pixels[layer.name] = float(np.prod(shape[2:], dtype=np.float64))
+        pixels[layer.name] = float(uses)
     return pixels
 
 

@@ -22,8 +22,8 @@ from onnxprune.calib.runner import SegmentRunner
 from onnxprune.calib.store import MB, ActivationStore, same_values
 from onnxprune.config import PruneConfig
 from onnxprune.pruning.allocation import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
-from onnxprune.graph.layers import Layer, output_gain
 from onnxprune.graph.channels import ChannelGraph, Unit
+from onnxprune.ops import Layer, output_gain
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
 from onnxprune.solve.selectors import l1_scores, lasso_scores, n_to_keep, top_k
@@ -90,7 +90,7 @@ class Pruner:
         """The unit-local channel of each of the layer's input features."""
         local = unit.local_index
         channels = np.array([local[int(c)] for c in self.channels.root_of[maps[layer.node.inputs[0].name]]])
-        return np.repeat(channels, kernel_size(layer))
+        return np.repeat(channels, layer.kernel_size)
 
     def _lookahead_statistics(self) -> dict[str, LayerProblem]:
         requests = {}
@@ -188,7 +188,7 @@ class Pruner:
         if rows is not None:
             weight = weight[rows]
         if columns is not None and n_features != weight.shape[1]:
-            weight = weight[:, np.repeat(columns, kernel_size(layer))]
+            weight = weight[:, np.repeat(columns, layer.kernel_size)]
         return weight
 
     def _refit(self, layer: Layer) -> str:
@@ -198,7 +198,7 @@ class Pruner:
             return f"unchanged input, kept as is ({reason})"
         channels = np.arange(layer.in_channels)
         t0 = time.perf_counter()
-        problem = self._statistics(layer, np.repeat(channels, kernel_size(layer)), channels.size, self._out_rows(layer))
+        problem = self._statistics(layer, np.repeat(channels, layer.kernel_size), channels.size, self._out_rows(layer))
         self.timings["statistics"] += time.perf_counter() - t0
         self._install(layer, problem, np.ones(channels.size, dtype=bool))
         why = f"frozen: {reason}" if reason else "channels decided earlier"
@@ -229,11 +229,6 @@ class Pruner:
         shape = layer.weight.shape
         set_weights(layer, weight.reshape(weight.shape[:1] + (-1,) + shape[2:]), bias)
         self.timings["refit"] += time.perf_counter() - start
-
-
-def kernel_size(layer: Layer) -> int:
-    """Input features per input channel: kh*kw for a Conv, 1 for a Gemm."""
-    return int(np.prod(layer.weight.shape[2:])) if layer.is_conv else 1
 
 
 def restrict_targets(problem: LayerProblem, rows: np.ndarray) -> LayerProblem:

@@ -96,7 +96,7 @@ def page(results: dict[str, dict]) -> str:
         "(the counts a peer keeps do not depend on the calibration data, so one knob serves every",
         "draw). Parameters are every floating-point constant (weights, biases, BN vectors), MACs the",
         "Conv/Gemm multiply-accumulates per sample, both counted on the written model the same way for",
-        "every method (`onnxprune.measure.counts.count_params`, `node_macs`).",
+        "every method (`onnxprune.measure.counts.count_params`, `onnxprune.ops.node_macs`).",
         "",
         "**Cost.** Each pruning runs in its own fresh subprocess: wall time of the pruning call (loading",
         "the model and calibration data included, the libraries' import not) and that process's peak RSS",

@@ -25,7 +25,8 @@ def model_cost(model) -> tuple[int, int]:
     import onnx
     import onnx_graphsurgeon as gs
 
-    from onnxprune.measure.counts import count_params, node_macs
+    from onnxprune.measure.counts import count_params
+    from onnxprune.ops import node_macs
 
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}

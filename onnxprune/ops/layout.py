@@ -1,0 +1,176 @@
+"""Ops that move channels between tensors without computing on them: Concat, Split, Slice, Pad,
+Resize, Squeeze/Unsqueeze, spatial reductions, Flatten and the flattening Reshape."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.graph.io import constant_values
+from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, rank_of, set_constant_input
+
+
+class Concat(OpRule):
+    """On the channel axis the output's channels are the inputs' channels in order; on any other
+    axis channel c of every input is channel c of the output."""
+
+    data_inputs = "all"
+    all_tracked = True
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        rank = rank_of(node.outputs[0], shapes)
+        if rank is None or any(m is None for m in maps):
+            return "an input's channels or the output rank are unknown"
+        axis = node.attrs.get("axis", 1) % rank
+        if axis == 1:
+            return Coupling([np.concatenate(maps)])
+        if any(m.size != maps[0].size for m in maps):
+            return "inputs with different channel counts"
+        return Coupling([maps[0]], unify=[(maps[0], m) for m in maps[1:]])
+
+
+class Split(OpRule):
+    """Split on the channel axis cuts the id vector (and its sizes follow a removal); on another
+    axis every output keeps it. ``Coupling.entry`` is the split axis when it is the channel axis."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        rank = rank_of(node.inputs[0], shapes)
+        if rank is None:
+            return "input rank unknown"
+        if node.attrs.get("axis", 0) % rank != 1:
+            return Coupling([maps[0]] * len(node.outputs))
+        sizes = [shapes.get(t.name, (None, None))[1] for t in node.outputs]
+        if any(not isinstance(s, (int, np.integer)) for s in sizes) or sum(sizes) != maps[0].size:
+            return "split sizes on the channel axis are unknown"
+        bounds = np.cumsum([0] + list(sizes))
+        return Coupling([maps[0][a:b] for a, b in zip(bounds[:-1], bounds[1:])], entry=1)
+
+    def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        if edit.keep(node.inputs[0]) is None or coupling.entry != 1:
+            return  # nothing removed, or a split of another axis: every output has all the channels
+        sizes = np.array([int(keep.sum()) if (keep := edit.keep(t)) is not None else edit.channels_of(t.name)
+                          for t in node.outputs], dtype=np.int64)
+        node.attrs.pop("num_outputs", None)
+        if edit.opset >= 13:
+            set_constant_input(node, 1, sizes)
+        else:
+            node.attrs["split"] = [int(size) for size in sizes]
+
+
+class Slice(OpRule):
+    """A unit-step Slice of the channel axis keeps a contiguous run of ids; its bounds move with a removal."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        rank = rank_of(node.inputs[0], shapes)
+        values = [constant_values(t) if i < len(node.inputs) and node.inputs[i].name else None
+                  for i, t in zip(range(1, 5), node.inputs[1:5])] if len(node.inputs) > 1 else []
+        if len(node.inputs) < 3 or rank is None or any(v is None for v in values):
+            return "Slice without constant starts/ends (or an opset < 10 Slice)"
+        starts, ends = values[0], values[1]
+        axes = values[2] if len(values) > 2 else np.arange(len(starts))
+        steps = values[3] if len(values) > 3 else np.ones(len(starts), dtype=np.int64)
+        on_channels = [i for i, a in enumerate(axes) if int(a) % rank == 1]
+        if not on_channels:
+            return Coupling([maps[0]], entry=-1)
+        i = on_channels[0]
+        if int(steps[i]) != 1:
+            return f"Slice of the channel axis with step {int(steps[i])}"
+        begin, end, _ = slice(int(starts[i]), int(ends[i])).indices(maps[0].size)
+        return Coupling([maps[0][begin:end]], entry=i)
+
+    def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        keep_in, i = edit.keep(node.inputs[0]), coupling.entry
+        if keep_in is None or i < 0:
+            return
+        # The same channels of the shrunken input: entry i of starts/ends, counted in kept channels.
+        starts, ends = (np.array(np.asarray(node.inputs[k].values)) for k in (1, 2))
+        begin, end, _ = slice(int(starts[i]), int(ends[i])).indices(keep_in.size)
+        starts[i] = int(keep_in[:begin].sum())
+        ends[i] = starts[i] + int(keep_in[begin:end].sum())
+        set_constant_input(node, 1, starts)
+        set_constant_input(node, 2, ends)
+
+
+class Pad(OpRule):
+    """Pad passes channels through when it pads nothing on the channel axis."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        pads = node.attrs.get("pads") if len(node.inputs) < 2 else constant_values(node.inputs[1])
+        if pads is None or (len(node.inputs) > 3 and node.inputs[3].name):
+            return "pads are not constant (or Pad has an axes input)"
+        pads = np.asarray(pads).reshape(-1)
+        rank = pads.size // 2
+        if rank < 2 or pads[1] != 0 or pads[1 + rank] != 0:
+            return "Pad pads the channel axis"
+        return Coupling([maps[0]])
+
+
+class Resize(OpRule):
+    """Resize/Upsample by scales (1 on the channel axis) passes channels through; by sizes it names
+    the channel count and is frozen."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3].name:
+            return "Resize by explicit sizes (they would name the channel count)"
+        scale_input = 2 if node.op == "Resize" else 1
+        scales = (node.attrs.get("scales") if len(node.inputs) <= scale_input
+                  else constant_values(node.inputs[scale_input]))
+        if scales is None or np.asarray(scales).size < 2 or float(np.asarray(scales).reshape(-1)[1]) != 1.0:
+            return "scales are not constant, or scale the channel axis"
+        return Coupling([maps[0]])
+
+
+class Squeeze(OpRule):
+    """Squeeze/Unsqueeze of axes after the channel axis keeps channels on axis 1."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        axes = node.attrs.get("axes") if len(node.inputs) < 2 else constant_values(node.inputs[1])
+        in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        if axes is None or in_shape is None or out_shape is None:
+            return "axes or shapes unknown"
+        rank = max(len(in_shape), len(out_shape))
+        if any(int(a) % rank < 2 for a in np.asarray(axes).reshape(-1)):
+            return "it moves the channel axis"
+        return Coupling([maps[0]])
+
+
+class ReduceSpatial(OpRule):
+    """A reduction over spatial axes only (the dynamo exporter's global average pool) keeps channels."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        axes = (node.attrs.get("axes") if len(node.inputs) < 2 or not node.inputs[1].name
+                else constant_values(node.inputs[1]))
+        rank = rank_of(node.inputs[0], shapes)
+        if axes is None or rank is None:
+            return "axes or input rank unknown (a reduction over all axes reaches the channels)"
+        if any(int(a) % rank < 2 for a in np.asarray(axes).reshape(-1)):
+            return "it reduces the batch or channel axis"
+        return Coupling([maps[0]])
+
+
+class Flatten(OpRule):
+    """(N, C, H, W) -> (N, C*H*W): channel c becomes the block of H*W features c*H*W ... (c+1)*H*W-1."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        if in_shape is None or out_shape is None or len(out_shape) != 2 or len(in_shape) < 2:
+            return "it does not map a known N x C x ... shape to 2-D"
+        if node.op == "Flatten" and node.attrs.get("axis", 1) != 1:
+            return f"axis {node.attrs.get('axis')} (only axis 1 keeps channels in blocks)"
+        tail = in_shape[1:]
+        if any(not isinstance(d, (int, np.integer)) for d in tail) or out_shape[1] != int(np.prod(tail)):
+            return "it does not flatten the channel axis with the spatial axes"
+        block = int(np.prod(tail[1:]))
+        return Coupling([np.repeat(maps[0], block)])
+
+
+class FlatteningReshape(Flatten):
+    """A Reshape that flattens as Flatten does; its target shape names the feature count, so a
+    removal rewrites it."""
+
+    def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        if edit.keep(node.inputs[0]) is None:
+            return
+        # (N, C*H*W) with C reduced: keep the batch dim, let the rest follow.
+        set_constant_input(node, 1, np.array([0, -1], dtype=np.int64))
+        node.attrs.pop("allowzero", None)  # 0 must mean "copy the batch dim"

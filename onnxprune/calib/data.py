@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import CalibrationError, first_line
+from onnxprune.runtime import declared_batch
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     ------
     CalibrationError
         If an input is not a tensor or has no shape, since it could not be validated.
+    ModelError
+        If the inputs fix different batch sizes, which no split of the samples could feed.
     """
     initializers = {init.name for init in model.graph.initializer}
     specs = []
@@ -70,6 +73,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
         specs.append(InputSpec(vi.name, shape, dtype))
+    declared_batch(spec.shape for spec in specs)  # refused here, before any work
     return specs
 
 
@@ -105,7 +109,8 @@ def load_calibration(
 
     Notes
     -----
-    A fixed batch dim in the model is not enforced: samples are later fed in batches of that size.
+    A fixed batch dim in the model is not enforced: every onnxruntime run feeds batches of exactly
+    that size (onnxprune.runtime.run_batches), the last one padded.
     """
     if max_samples is not None and max_samples < 1:
         raise CalibrationError(f"max_samples must be at least 1, got {max_samples}")

@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from onnxprune.calib.store import ActivationStore, StoredTensor
-from onnxprune.runtime import make_session
+from onnxprune.runtime import declared_batch, make_session, run_batches
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class SegmentRunner:
         for name in outputs:
             self.last_use[name] = math.inf
         self.unbatched = unbatched_tensors(graph)
+        # Every segment runs at the batch the model's inputs fix, if they fix one (shapes inside
+        # the model may hard-code it); the segments' own inputs declare no shapes.
+        self.fixed_batch = declared_batch(t.shape for t in graph.inputs)
         self.seconds = 0.0
 
     def advance_to(self, node_name: str) -> None:
@@ -112,11 +115,14 @@ class SegmentRunner:
         if all(name in self.unbatched for name in inputs):
             raise ValueError("a segment whose inputs do not depend on the calibration data")
         written: dict[str, StoredTensor] = {}
-        for begin in range(0, self.n, self.batch_size):
-            end = min(begin + self.batch_size, self.n)
-            feed = {name: self.per_run[name] if name in self.unbatched else self.cache[name].read(begin, end)
+
+        def read(begin: int, end: int) -> dict[str, np.ndarray]:
+            return {name: self.per_run[name] if name in self.unbatched else self.cache[name].read(begin, end)
                     for name in inputs}
-            for name, value in zip(outputs, session.run(outputs, feed)):
+
+        for begin, values in run_batches(session, outputs, self.n, read, self.batch_size, self.fixed_batch,
+                                         whole=self.unbatched):
+            for name, value in zip(outputs, values):
                 if name in self.unbatched:
                     self.per_run.setdefault(name, value)  # the same for every batch
                     continue

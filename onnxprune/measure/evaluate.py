@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from onnxprune.calib.data import LOAD_ERRORS, InputSpec, calibration_from_arrays, input_specs
 from onnxprune.calib.images import Preprocessing, is_image_folder, load_labelled_images
-from onnxprune.runtime import make_session
+from onnxprune.runtime import make_session, run_arrays, session_batch
 from onnxprune.errors import CalibrationError, ModelError, first_line
 from onnxprune.graph.io import load_model
 from onnxprune.report import Latency, OutputCheck
@@ -126,7 +126,7 @@ def benchmark(original: ModelLike, pruned: ModelLike, feeds: Mapping[str, np.nda
     measures the work the model does rather than how well it parallelises.
     """
     sessions = [_session(m, threads) for m in (original, pruned)]
-    fixed = _fixed_batch(sessions[0])
+    fixed = session_batch(sessions[0])
     results = []
     for batch in ([fixed] if fixed else batches):
         # Real samples, repeated up to the batch size: some kernels' speed depends on the values.
@@ -149,21 +149,8 @@ def benchmark(original: ModelLike, pruned: ModelLike, feeds: Mapping[str, np.nda
 
 def _batched_outputs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray],
                      batch_size: int) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """(first row, outputs) per batch. A model with a fixed batch dim gets batches of exactly that
-    size, the last one padded by repeating its last sample, and the padding cut from the outputs."""
-    n = len(next(iter(feeds.values())))
-    fixed = _fixed_batch(session)
-    step = fixed or batch_size
-    for begin in range(0, n, step):
-        count = min(step, n - begin)
-        rows = np.minimum(np.arange(begin, begin + step), n - 1) if fixed else slice(begin, begin + count)
-        outputs = session.run(None, {name: arr[rows] for name, arr in feeds.items()})
-        yield begin, [out[:count] for out in outputs]
-
-
-def _fixed_batch(session: ort.InferenceSession) -> int | None:
-    dim = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
-    return dim if isinstance(dim, int) and dim > 0 else None
+    """(first row, outputs) per batch, run at the batch the model fixes if it fixes one."""
+    return run_arrays(session, None, feeds, batch_size, session_batch(session))
 
 
 def check_labels(model: onnx.ModelProto, data: EvalData) -> None:

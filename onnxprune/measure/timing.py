@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from onnxprune.runtime import make_session
+from onnxprune.runtime import make_session, run_arrays, session_batch
 
 # (timings key, label), in the order of a run; the forward passes and the statistics include the
 # activation store's disk I/O, which is shown on its own line as well.
@@ -40,10 +40,9 @@ def forward_pass_seconds(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
     """
     session = make_session(model)
     outputs = [o.name for o in session.get_outputs()]
-    n = len(next(iter(feeds.values())))
     start = time.perf_counter()
-    for begin in range(0, n, batch_size):
-        session.run(outputs, {name: array[begin:begin + batch_size] for name, array in feeds.items()})
+    for _ in run_arrays(session, outputs, feeds, batch_size, session_batch(session)):
+        pass
     return time.perf_counter() - start
 
 

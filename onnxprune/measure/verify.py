@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.runtime import make_session
+from onnxprune.runtime import make_session, run_arrays, session_batch
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.io import check_any_size
 
@@ -19,7 +19,9 @@ def verify_model(pruned: onnx.ModelProto, original: onnx.ModelProto, feeds: dict
     names = [[v.name for v in g.input] + ["->"] + [v.name for v in g.output] for g in (original.graph, pruned.graph)]
     if names[0] != names[1]:
         raise OnnxPruneError(f"internal error: graph interface changed from {names[0]} to {names[1]}")
-    outputs = [make_session(m).run(None, feeds) for m in (original, pruned)]
+    n = len(next(iter(feeds.values())))
+    sessions = [make_session(m) for m in (original, pruned)]
+    outputs = [next(run_arrays(s, None, feeds, n, session_batch(s)))[1] for s in sessions]
     for before, after, info in zip(outputs[0], outputs[1], original.graph.output):
         if before.shape != after.shape or not np.all(np.isfinite(after)):
             raise OnnxPruneError(f"internal error: output '{info.name}' has shape {after.shape} "

@@ -1,0 +1,97 @@
+"""Models as exporters in the wild write them (issue 14): a static batch that the graph hard-codes,
+initializers listed as graph inputs (IR < 4), weights in Constant nodes and behind Cast/Reshape
+chains, symbolic height and width. Each must prune into a valid model and be counted right."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from builders import INPUT, OUTPUT, _Builder, run
+from onnxprune.errors import ModelError
+
+FAST = dict(max_iter=10, rows_per_layer=512)
+
+
+def _prune(model, calib, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "GES stopped after 10 iterations"
+        return onnxprune.prune(model, calib, **{**FAST, **options})
+
+
+def _head_model(batch, *, reshape_to=None, opset: int = 17, ir: int = 8, size=(8, 8), seed: int = 0):
+    """conv1 (3->8, bias) -> relu1 -> conv2 (8->12, bias) -> relu2 -> gap -> Reshape(reshape_to) -> fc (10).
+
+    ``batch`` is the input's first dim (an int fixes it); ``reshape_to`` the Reshape's constant
+    target, by default (batch, 12), which hard-codes a fixed batch as exporters at batch 1 do.
+    """
+    b = _Builder(seed)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
+    x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True)])
+    x = b.node("GlobalAveragePool", "gap", [x])
+    target = reshape_to if reshape_to is not None else [batch, 12]
+    x = b.node("Reshape", "reshape", [x, b.const("head_shape", np.array(target, dtype=np.int64))])
+    b.gemm("fc", x, 12, 10, output=OUTPUT)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch, 3, *size])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [batch, 10])]
+    initializers = b.initializers
+    if ir < 4:  # IR 3: every initializer is a graph input too
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers]
+    model = helper.make_model(helper.make_graph(b.nodes, "head", inputs, outputs, initializer=initializers),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _calib(n: int, size=(8, 8), seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, *size)).astype(np.float32)
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+# --- 1. a static batch, honoured by every onnxruntime run ---------------------------------------
+
+
+def test_static_batch_hard_coded_in_a_reshape_prunes_measures_and_verifies():
+    # Batch 3 against 20 samples: every run has 3 rows, the last one padded (20 = 6 * 3 + 2).
+    model, x = _head_model(3), _calib(20)
+    y = np.random.default_rng(2).integers(0, 10, 20)
+    pruned, report = _prune(model, x, eps_l2=2.0, check=True, bench=True, eval=(x, y), profile=True)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert [i.name for i in pruned.graph.input] == [INPUT] and [o.name for o in pruned.graph.output] == [OUTPUT]
+    assert pruned.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
+    assert report.params_after < report.params_before
+    assert run(pruned, x[:3]).shape == (3, 10)
+    assert report.check.samples == 20 and report.accuracy.samples == 20
+    assert [t.batch for t in report.latency] == [3]
+    assert report.timings["forward_once"] >= 0
+
+
+def test_statistics_do_not_depend_on_the_declared_batch():
+    # The same network with a free batch: its runs take 128 rows, the static one's 3; the walk's
+    # statistics stream over the same batches either way, so it keeps the same channels.
+    x = _calib(20)
+    static, _ = _prune(_head_model(3), x, eps_l2=2.0)
+    free, _ = _prune(_head_model("batch", reshape_to=[-1, 12]), x, eps_l2=2.0)
+    static_w, free_w = _weights(static), _weights(free)
+    assert {k: v.shape for k, v in static_w.items() if k != "head_shape"} == \
+           {k: v.shape for k, v in free_w.items() if k != "head_shape"}
+    assert static_w["conv2.weight"].shape[0] < 12  # something was pruned, so the comparison means something
+    for name in ("conv1.weight", "conv2.weight", "fc.weight"):
+        np.testing.assert_allclose(static_w[name], free_w[name], rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_fixing_different_batches_are_refused_before_any_work():
+    model = _head_model(3)
+    second = helper.make_tensor_value_info("other", TensorProto.FLOAT, [2, 4])
+    model.graph.input.append(second)
+    with pytest.raises(ModelError, match="fix different batch sizes"):
+        onnxprune.prune(model, {INPUT: _calib(6), "other": np.zeros((6, 4), np.float32)})

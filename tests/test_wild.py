@@ -95,3 +95,21 @@ def test_inputs_fixing_different_batches_are_refused_before_any_work():
     model.graph.input.append(second)
     with pytest.raises(ModelError, match="fix different batch sizes"):
         onnxprune.prune(model, {INPUT: _calib(6), "other": np.zeros((6, 4), np.float32)})
+
+
+# --- 2. initializers listed as graph inputs (IR < 4) ---------------------------------------------
+
+
+@pytest.mark.parametrize("batch, reshape_to", [("batch", [-1, 12]), (1, None)])  # as old zoo models: also batch 1
+def test_ir3_initializers_as_inputs_keep_the_interface_and_the_listing(batch, reshape_to):
+    model, x = _head_model(batch, reshape_to=reshape_to, opset=8, ir=3), _calib(20)
+    pruned, report = _prune(model, x, eps_l2=2.0)
+    onnx.checker.check_model(pruned, full_check=True)  # IR 3: fails if an initializer is not listed
+    assert pruned.ir_version == 3
+    initializers = [t.name for t in pruned.graph.initializer]
+    listed = [i.name for i in pruned.graph.input]
+    assert listed[0] == INPUT and sorted(listed[1:]) == sorted(initializers)
+    assert report.params_after < report.params_before
+    # Fed by the real input alone, as the original is.
+    n = 20 if batch == "batch" else batch
+    assert run(pruned, x[:n]).shape == run(model, x[:n]).shape == (n, 10)

@@ -166,7 +166,7 @@ def _inline_constants(graph: gs.Graph) -> None:
 
 
 def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
-    """Export a graph with the template's opsets, IR version and metadata.
+    """Export a graph with the template's opsets, IR version, metadata and way of listing inputs.
 
     Shapes of intermediate tensors are dropped (pruning changed their channel counts) and
     inferred again, so the file carries no stale value_info.
@@ -178,6 +178,13 @@ def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
             tensor.shape = None
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(graph, do_type_check=False)
+    initializers = {t.name for t in template.graph.initializer}
+    if template.ir_version < 4 or any(i.name in initializers for i in template.graph.input):
+        # IR < 4 requires every initializer to be a graph input too, and old exporters list them so
+        # at any IR. The surviving weights are listed again after the real inputs, rather than the
+        # IR version raised: the model keeps the IR that whatever reads it was built for.
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                                 for t in model.graph.initializer)
     del model.opset_import[:]
     model.opset_import.extend(template.opset_import)
     model.ir_version = template.ir_version

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from onnxprune.calib.data import input_specs
 from onnxprune.runtime import make_session, run_arrays, session_batch
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.io import check_any_size
@@ -16,7 +17,8 @@ def verify_model(pruned: onnx.ModelProto, original: onnx.ModelProto, feeds: dict
         check_any_size(pruned)
     except Exception as exc:
         raise OnnxPruneError(f"internal error: the pruned model fails onnx.checker ({exc}); please report it") from None
-    names = [[v.name for v in g.input] + ["->"] + [v.name for v in g.output] for g in (original.graph, pruned.graph)]
+    # The interface is what a caller feeds: initializers listed as inputs too (IR < 4) are not part of it.
+    names = [[s.name for s in input_specs(m)] + ["->"] + [v.name for v in m.graph.output] for m in (original, pruned)]
     if names[0] != names[1]:
         raise OnnxPruneError(f"internal error: graph interface changed from {names[0]} to {names[1]}")
     n = len(next(iter(feeds.values())))

@@ -108,3 +108,37 @@ def test_unexpected_failure_is_one_line_without_traceback(tmp_path, monkeypatch)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxprune: internal error: ValueError: boom")
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_help_defaults_are_the_library_defaults():
+    """--help shows some defaults from a table (their owners are too heavy to import for --help):
+    each must be the value the library applies when the option is not given."""
+    from onnxprune.calib.images import Preprocessing
+    from onnxprune.cli.options import SHOWN_DEFAULTS
+    from onnxprune.measure.evaluate import BENCH_BATCHES
+    from onnxprune.search.budget import SearchOptions
+    from onnxprune.search.sweep import DEFAULT_BUDGETS
+
+    search, images = SearchOptions(), Preprocessing()
+    assert float(SHOWN_DEFAULTS["tolerance"]) / 100 == search.tolerance
+    assert int(SHOWN_DEFAULTS["max_trials"]) == search.max_trials
+    assert search.search_samples is None and SHOWN_DEFAULTS["search_samples"].startswith("0:")
+    assert int(SHOWN_DEFAULTS["bench_batch"]) == BENCH_BATCHES[-1]
+    assert [SHOWN_DEFAULTS[name] for name in ("scale", "layout")] == [images.scale, images.layout]
+    assert [(float(SHOWN_DEFAULTS[name]),) for name in ("mean", "std")] == [images.mean, images.std]  # per channel
+    assert tuple(float(b) for b in SHOWN_DEFAULTS["budgets"].split(",")) == DEFAULT_BUDGETS
+
+
+def test_prune_and_sweep_share_their_options():
+    """The shared options are defined once: sweep has every one of them, with prune's defaults."""
+    from onnxprune.cli.options import SHARED
+    from onnxprune.cli.prune_command import prune_command
+    from onnxprune.cli.sweep_command import sweep_command
+
+    prune_options = {p.name: p for p in prune_command.params}
+    sweep_options = {p.name: p for p in sweep_command.params}
+    shared = [name for name in prune_options if name in sweep_options and name not in ("in_path", "eval_path")]
+    assert len(shared) == len(SHARED)
+    for name in shared:
+        assert sweep_options[name].default == prune_options[name].default, name
+        assert sweep_options[name].help == prune_options[name].help, name

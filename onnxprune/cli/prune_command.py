@@ -1,0 +1,130 @@
+"""onnxprune prune: paths and options -> PruneConfig -> prune() -> progress, summary, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxprune.cli import options as shared
+from onnxprune.cli.guard import guarded, progress_printer
+from onnxprune.cli.options import CONTEXT, DEFAULTS, default
+
+EPS_L2 = click.option("--eps-l2", type=click.FloatRange(min=0), default=DEFAULTS.eps_l2, show_default=True,
+                      help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels.")
+BUDGET = [
+    click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
+                 help="Budget: remove this fraction of the parameters (0.7 = 70 %). --eps-l2 is searched for "
+                      "(starting from its value) until the result is within --tolerance."),
+    click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
+                 help="Budget: remove this fraction of the MACs instead (prices --eps-l2 by MACs)."),
+]
+MEASURE = [
+    click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",
+                 help="Report top-1 before and after on labelled data: an .npz with x (inputs) and y (integer "
+                      "labels), or a folder with one sub-folder of images per class (label = index in sorted "
+                      "folder names)."),
+    click.option("--check", is_flag=True,
+                 help="Report the max and mean absolute output difference, original vs pruned, on (at most 256) "
+                      "calibration samples."),
+    click.option("--bench", is_flag=True,
+                 help="Report onnxruntime CPU latency before and after (1 thread, median of interleaved runs) "
+                      "at batch 1 and --bench-batch."),
+    click.option("--bench-batch", type=click.IntRange(min=1), metavar="N",
+                 help="The larger batch of --bench (implies it)." + default("bench_batch")),
+]
+REPORT = click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.json",
+                      help="Also write the report (parameters, MACs, per-layer channels, timings) as JSON.")
+OUTPUT = [
+    click.option("--external-data", is_flag=True,
+                 help="Write the weights to OUT.onnx.data beside OUT.onnx (always done when they pass protobuf's "
+                      "2 GB limit). Models with external data are read from IN.onnx's directory either way."),
+    click.option("--force", is_flag=True,
+                 help="Allow OUT.onnx to be IN.onnx: the input is replaced, atomically, once pruning succeeded."),
+]
+VERBOSE = click.option("-v", "--verbose", is_flag=True,
+                       help="After the run, print where the time went (forward passes, statistics, solver, refit, "
+                            "...) and its ratio to one plain onnxruntime pass over the calibration set, which is "
+                            "timed too.")
+
+
+@click.command(
+    "prune",
+    context_settings=CONTEXT,
+    epilog="""\b
+Examples:
+  onnxprune models/lenet5_mnist.onnx lenet5_pruned.onnx --calib models/mnist_calib.npy
+  onnxprune vgg16.onnx vgg16_half.onnx --calib calib.npy --target-sparsity 0.5 --eval test.npz
+  onnxprune vgg16.onnx vgg16_small.onnx --calib calib/ --eps-l2 1 --report report.json
+  onnxprune net.onnx net_small.onnx --calib x.npz --exclude /features/0/Conv --quiet
+  onnxprune vgg16.onnx small.onnx --calib images/ --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616 --eval test/ --bench
+
+\b
+Exit status: 0 on success, 1 when an input is unusable (the message says which and why),
+2 on a usage error, 130 when interrupted. No output file is written unless pruning succeeded.
+
+\b
+'onnxprune IN OUT ...' is 'onnxprune prune IN OUT ...'. The other command:
+  onnxprune sweep IN.onnx --calib PATH --eval PATH --out DIR   prune at several budgets: table and plot""",
+)
+@click.argument("in_path", metavar="IN.onnx", type=click.Path(path_type=Path))
+@click.argument("out_path", metavar="OUT.onnx", type=click.Path(path_type=Path))
+@shared.apply(shared.CALIBRATION, EPS_L2, shared.SELECTION, BUDGET, shared.SEARCH, MEASURE, shared.IMAGES, REPORT,
+              shared.SEED, OUTPUT, shared.ACTIVATION_MEMORY, shared.QUIET, VERBOSE)
+def prune_command(in_path: Path, out_path: Path, **options) -> None:
+    """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
+    weights by GES regression on calibration data, and write the smaller model to OUT.onnx.
+
+    Progress goes to stderr, the before/after summary to stdout.
+    """
+    guarded(lambda: _run(in_path, out_path, options["calib"], shared.config(options), options["report_path"],
+                         options["quiet"], external_data=options["external_data"], force=options["force"],
+                         measure={**_measure_options(options), "profile": options["verbose"], **_budget(options)}))
+
+
+def _budget(options: dict) -> dict:
+    """prune()'s budget keywords: target_sparsity / target_macs and the search options."""
+    return {"target_sparsity": options["target_sparsity"], "target_macs": options["target_macs"],
+            "search": shared.search(options)}
+
+
+def _measure_options(options: dict) -> dict:
+    """prune()'s keyword arguments for --eval, --check, --bench and the image preprocessing options."""
+    bench, bench_batch = options["bench"], options["bench_batch"]
+    return {"eval": options["eval_path"], "check": options["check"],
+            "bench": (bench_batch or True) if bench or bench_batch else False,
+            "preprocessing": shared.preprocessing(options)}
+
+
+def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path | None, quiet: bool,
+         *, external_data: bool = False, force: bool = False, measure: dict | None = None) -> None:
+    from onnxprune.api import prune
+    from onnxprune.errors import OutputError
+    from onnxprune.graph.io import check_writable, save_model, write_text
+
+    if out_path.resolve() == in_path.resolve() and not force:
+        raise OutputError(f"{out_path}: is the input model; write the pruned model to another path "
+                          "(or pass --force to replace the input)")
+    if report_path is not None and report_path.resolve() in (in_path.resolve(), out_path.resolve()):
+        raise OutputError(f"{report_path}: the report would overwrite {'IN' if report_path.resolve() == in_path.resolve() else 'OUT'}.onnx; choose another path")
+    data_path = out_path.with_name(out_path.name + ".data") if external_data else None
+    for path in (out_path, data_path, report_path):
+        if path is not None:
+            check_writable(path)
+    model, report = prune(in_path, calib, config, progress=progress_printer(quiet), **(measure or {}))
+    data_path = save_model(model, out_path, external_data=external_data)
+    if report_path is not None:
+        write_text(report.to_json(), report_path)
+    if quiet:
+        click.echo(f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
+                   f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
+                   f"{report.seconds:.1f}s{report.measurement_note()}"
+                   + (f"; budget: {report.search_note()}" if report.search is not None else ""))
+    else:
+        click.echo(report.summary())
+        click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
+                   + (f", report: {report_path}" if report_path else ""))
+    if measure and measure.get("profile"):
+        from onnxprune.measure.timing import breakdown
+
+        click.echo(breakdown(report.timings, report.seconds, report.activations))

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from onnxprune.calib.stats import Moments
+from onnxprune.config import PruneConfig
 from onnxprune.solve.ges import (GesOptions, lambda_step, objective, q_fixed_w_step, select_channels,
                                  simplex_newton, solve_ges, w_step_terms)
 from onnxprune.solve.problem import LayerProblem, normalise
 from onnxprune.solve.refit import refit
+from onnxprune.solve.selectors import top_k
 
 
 def planted_problem(n_channels=12, block=4, signal=(1, 4, 7), n_targets=6, n_samples=4000, noise=0.01, seed=0):
@@ -110,8 +112,15 @@ def test_ges_keeps_exactly_the_channels_that_carry_signal():
 
 def test_select_channels_top_k_and_never_empty():
     weights = np.array([0.1, 0.5, 0.05, 0.35])
-    assert select_channels(weights, n_keep=2).tolist() == [False, True, False, True]
+    assert top_k(weights, 2).tolist() == [False, True, False, True]
     assert select_channels(weights, threshold=100).tolist() == [False, True, False, False]
+
+
+def test_ges_defaults_are_the_prune_defaults():
+    """One default, two spellings: solve_ges called alone behaves as prune() does."""
+    config, options = PruneConfig(), GesOptions()
+    assert (options.eps_entropy, options.eps_l2, options.max_iter, options.tol) == (
+        config.eps_entropy, config.eps_l2, config.max_iter, config.tol)
 
 
 def test_refit_without_ridge_is_least_squares():

@@ -67,7 +67,7 @@ def patch(mode: str) -> None:
     def eps_of_units(channels, units, config):
         eps = unit_eps_l2(channels, units, config)
         factor = float(mode[5:]) if mode.startswith("scale") else 1.0
-        return {id(u): 1e-9 if silenced(mode, u) else eps[id(u)] * (factor if is_stream(u) else 1.0) for u in units}
+        return {u.index: 1e-9 if silenced(mode, u) else eps[u.index] * (factor if is_stream(u) else 1.0) for u in units}
 
     engine.unit_eps_l2 = eps_of_units
 

@@ -59,6 +59,7 @@ class Unit:
     classes: np.ndarray  # root ids, prunable
     consumers: list[Layer]  # topological order
     frozen_classes: np.ndarray  # frozen root ids the consumers also read (kept, part of the regression)
+    index: int = 0  # position in ChannelGraph.units(): the unit's key in per-unit tables
 
     @property
     def local_index(self) -> dict[int, int]:
@@ -126,7 +127,7 @@ class ChannelGraph:
             classes = np.unique(np.concatenate([reads[m] for m in members]))
             is_frozen = np.array([int(c) in self.frozen for c in classes], dtype=bool)
             consumers = sorted((by_name[m] for m in members), key=lambda l: order[l.name])
-            units.append(Unit(classes[~is_frozen], consumers, classes[is_frozen]))
+            units.append(Unit(classes[~is_frozen], consumers, classes[is_frozen], len(units)))
         return units
 
     def emptied(self, removed: np.ndarray) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) 
     the high-resolution early layers, where a MAC budget is won.
     """
     scale = _output_pixels(channels.layers, channels.shapes) if config.pricing == "macs" else None
-    costs = {id(unit): channels.params_controlled(unit.classes, scale) for unit in units}
+    costs = {unit.index: channels.params_controlled(unit.classes, scale) for unit in units}
     if not costs:
         return {}
     mean = float(np.mean(list(costs.values()))) or 1.0
@@ -83,7 +83,7 @@ def _unit_factors(channels: ChannelGraph, units: list[Unit], layer_eps: dict[str
             reason = channels.frozen.get(int(classes[0])) if classes is not None and classes.size else None
             raise ConfigError(f"--layer-eps: the output channels of '{name}' are not pruned"
                               + (f" ({reason})" if reason else ""))
-        other = factors.setdefault(id(unit), (name, factor))
+        other = factors.setdefault(unit.index, (name, factor))
         if other[1] != factor:
             # Tied channels (a residual stage) share one ε_L2: two factors for them would contradict.
             raise ConfigError(f"--layer-eps: '{other[0]}' and '{name}' produce tied channels, which are pruned "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -25,8 +26,7 @@ from onnxprune.pruning.allocation import keep_at_least, unit_eps_l2  # ε_L2 pri
 from onnxprune.graph.channels import ChannelGraph, Unit
 from onnxprune.ops import Layer, output_gain
 from onnxprune.pruning.rewrite import remove_classes, set_weights
-from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
-from onnxprune.solve.selectors import l1_scores, lasso_scores, n_to_keep, top_k
+from onnxprune.pruning.select import Candidates, choose
 from onnxprune.solve.problem import LayerProblem, normalise
 from onnxprune.solve.refit import refit
 
@@ -68,7 +68,7 @@ class Pruner:
         self.runner_original.advance_to(layer.name)
         self.runner_pruned.advance_to(layer.name)
         unit = self.unit_of.get(layer.name)
-        if unit is not None and id(unit) not in self.decided:
+        if unit is not None and unit.index not in self.decided:
             return self._decide(unit, layer)
         return self._refit(layer)
 
@@ -107,7 +107,7 @@ class Pruner:
         return problems
 
     def _decide(self, unit: Unit, first: Layer) -> str:
-        self.decided.add(id(unit))
+        self.decided.add(unit.index)
         n_unit = len(unit.classes) + len(unit.frozen_classes)
         t0 = time.perf_counter()
         rows_before = self._out_rows(first)
@@ -119,7 +119,10 @@ class Pruner:
                  for p, layer in zip(later, unit.consumers[1:])]
         problems = [problem] + later
         normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
-        scores, keep, how = self._select(unit, problems, normalised)
+        candidates = Candidates(unit, problems, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
+                                lambda: [self._original_weight(layer, p.n_features)
+                                         for layer, p in zip(unit.consumers, problems)])
+        scores, keep, how = choose(candidates, self.config)
         keep = keep_at_least(keep, scores, unit, self.channels, self.config.min_keep)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
         self.timings["statistics"] += t1 - t0
@@ -144,27 +147,6 @@ class Pruner:
         shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
         return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
                 f"({problem.n_samples} rows, {how}{shared})")
-
-    def _select(self, unit: Unit, problems: list[LayerProblem], normalised) -> tuple[np.ndarray, np.ndarray, str]:
-        """Score the unit's channels and choose the kept ones: (scores, keep mask, what was done)."""
-        config, n = self.config, len(unit.classes) + len(unit.frozen_classes)
-        if config.selector == "l1":
-            scores = l1_scores(self._producer_rows(unit), n)
-            how = "L1 filter norms"
-        elif config.selector == "lasso":
-            weights = [self._original_weight(layer, p.n_features) for layer, p in zip(unit.consumers, problems)]
-            scores = lasso_scores(normalised, weights, n_to_keep(len(unit.classes), config.keep_fraction))
-            how = "LASSO"
-        else:
-            options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=self.eps_l2[id(unit)],
-                                 max_iter=config.max_iter, tol=config.tol)
-            result = solve_ges(normalised, options)
-            scores, how = result.weights, f"GES {result.n_iter} iterations"
-        if config.keep_fraction is None:
-            return scores, select_channels(scores, threshold=config.threshold), how
-        # A uniform fraction of the prunable classes; frozen ones (last in the unit) stay anyway.
-        prunable = top_k(scores[:len(unit.classes)], n_to_keep(len(unit.classes), config.keep_fraction))
-        return scores, np.concatenate([prunable, np.ones(len(unit.frozen_classes), dtype=bool)]), how
 
     def _producer_rows(self, unit: Unit) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each layer producing some of the unit's channels: (original weight rows, unit channel of each row or -1)."""

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GesOptions:
     eps_entropy: float = 1e-3
-    eps_l2: float = 1e-2
-    max_iter: int = 100
+    eps_l2: float = 0.8  # the defaults of eps_l2, max_iter and tol are PruneConfig's (a test holds them equal)
+    max_iter: int = 20
     tol: float = 1e-3  # on max_c |change of n * w_c| between iterations
     active_floor: float = 1e-2  # n*w below this leaves the active set; keep it well under the threshold
     q_step: bool = True
@@ -332,15 +332,9 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
     return GesResult(weights=w, objective=history, n_iter=it, converged=converged)
 
 
-def select_channels(weights: np.ndarray, *, threshold: float | None = None, n_keep: int | None = None) -> np.ndarray:
-    """Keep channel c when n*w_c >= threshold (relative to the uniform weight), or the top n_keep."""
-    n = weights.size
-    if n_keep is not None:
-        order = np.argsort(-weights, kind="stable")
-        keep = np.zeros(n, dtype=bool)
-        keep[order[: max(1, min(n_keep, n))]] = True
-        return keep
-    keep = weights * n >= (threshold if threshold is not None else 0.0)
+def select_channels(weights: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:
+    """Keep channel c when n*w_c >= threshold (relative to the uniform weight); at least the best one."""
+    keep = weights * weights.size >= threshold
     if not keep.any():
         keep[np.argmax(weights)] = True
     return keep

@@ -45,7 +45,7 @@ def remove_zeroed_channels(model: onnx.ModelProto, seed: int = 0, fraction: floa
             continue
         columns = np.isin(classes, chosen)
         weight = np.array(layer.weight_tensor.values)
-        in_axis = 0 if layer.node.op == "MatMul" or (layer.node.op == "Gemm" and not layer.node.attrs.get("transB", 0)) else 1
+        in_axis = 1 - layer.rule.out_axis(layer.node)
         index = [slice(None)] * weight.ndim
         index[in_axis] = columns
         weight[tuple(index)] = 0.0
@@ -100,6 +100,7 @@ def test_concat_unit_spans_the_dense_block():
 @pytest.mark.parametrize("piece, reason", [
     ("grouped", "not depthwise"),
     ("shuffle", "Reshape 'shuffle"),
+    ("nhwc_round_trip", "moves the channel axis"),
 ])
 def test_unsupported_coupling_freezes_with_a_reason(piece, reason):
     model = build(["plain", piece])

@@ -153,10 +153,24 @@ def pad_resize(net: Net, x: str, c: int) -> tuple[str, int]:
                                                           kernel_shape=[3, 3])]), 8
 
 
+def transpose_hw(net: Net, x: str, c: int) -> tuple[str, int]:
+    """A Transpose of the spatial axes (the channel axis stays): channels pass through it."""
+    y = net.node("Transpose", net.name("transpose"), [x], perm=[0, 1, 3, 2])
+    return net.conv_bn(y, c, 8), 8
+
+
+def nhwc_round_trip(net: Net, x: str, c: int) -> tuple[str, int]:
+    """NCHW -> NHWC -> NCHW, as tf2onnx writes around ops: the channel axis moves, so it is frozen."""
+    y = net.node("Transpose", net.name("to_nhwc"), [x], perm=[0, 2, 3, 1])
+    y = net.node("Transpose", net.name("to_nchw"), [y], perm=[0, 3, 1, 2])
+    return net.conv_bn(y, c, 8), 8
+
+
 PIECES = {
     "plain": plain, "residual": residual, "bottleneck": bottleneck, "inverted_residual": inverted_residual,
     "dense": dense, "fire": fire, "squeeze_excite": squeeze_excite, "split_paths": split_paths,
     "slice_half": slice_half, "grouped": grouped, "shuffle": shuffle, "pad_resize": pad_resize,
+    "transpose_hw": transpose_hw, "nhwc_round_trip": nhwc_round_trip,
 }
 
 

@@ -15,7 +15,7 @@ from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, sole_consumer
 from onnxprune.ops.channelwise import ACTIVATIONS, POOLS, BatchNormalization, Channelwise, InstanceNormalization, PRelu
 from onnxprune.ops.elementwise import ELEMENTWISE, Elementwise
 from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, Slice, Split,
-                                  Squeeze)
+                                  Squeeze, Transpose)
 from onnxprune.ops.linear import LINEAR, ConvGeometry, Layer, Linear, as_layer
 
 _REDUCTIONS = "ReduceMean ReduceMax ReduceMin ReduceSum ReduceL2 ReduceL1".split()
@@ -36,6 +36,7 @@ RULES: dict[str, OpRule] = {
     "Squeeze": Squeeze(),
     "Unsqueeze": Squeeze(),
     **dict.fromkeys(_REDUCTIONS, ReduceSpatial()),
+    "Transpose": Transpose(),
     "Flatten": Flatten(),
     "Reshape": FlatteningReshape(),
 }

@@ -1,5 +1,5 @@
 """Ops that move channels between tensors without computing on them: Concat, Split, Slice, Pad,
-Resize, Squeeze/Unsqueeze, spatial reductions, Flatten and the flattening Reshape."""
+Resize, Squeeze/Unsqueeze, spatial reductions, Transpose, Flatten and the flattening Reshape."""
 
 from __future__ import annotations
 
@@ -145,6 +145,19 @@ class ReduceSpatial(OpRule):
             return "axes or input rank unknown (a reduction over all axes reaches the channels)"
         if any(int(a) % rank < 2 for a in np.asarray(axes).reshape(-1)):
             return "it reduces the batch or channel axis"
+        return Coupling([maps[0]])
+
+
+class Transpose(OpRule):
+    """A Transpose that keeps the batch and channel axes in place (it permutes spatial axes only)
+    passes channels through; one that moves the channel axis (NCHW <-> NHWC) is frozen."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        perm = node.attrs.get("perm")
+        if perm is None:
+            return "no perm: it reverses every axis, the channel axis too"
+        if list(perm[:2]) != [0, 1]:
+            return f"perm {list(perm)} moves the channel axis"
         return Coupling([maps[0]])
 
 

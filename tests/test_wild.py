@@ -113,3 +113,105 @@ def test_ir3_initializers_as_inputs_keep_the_interface_and_the_listing(batch, re
     # Fed by the real input alone, as the original is.
     n = 20 if batch == "batch" else batch
     assert run(pruned, x[:n]).shape == run(model, x[:n]).shape == (n, 10)
+
+
+# --- 3. weights in Constant nodes and behind Identity/Cast/Reshape/Squeeze/Transpose chains ------
+
+
+def _float_elements(model: onnx.ModelProto) -> int:
+    """An independent count: elements of the float tensors the file holds, read with numpy."""
+    arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    arrays += [numpy_helper.to_array(a.t) for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    return sum(a.size for a in arrays if np.issubdtype(a.dtype, np.floating))
+
+
+def _half_conv1(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with conv1's weight rounded to float16 precision (the Cast case's reference)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name == "conv1.weight":
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16).astype(np.float32), t.name))
+    return out
+
+
+def _constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every initializer as a Constant node (paddle2onnx's style); conv1's weight stored as float16
+    behind a Cast."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for t in out.graph.initializer:
+        if t.name == "conv1.weight":
+            half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), "conv1.weight.half")
+            nodes.append(helper.make_node("Constant", [], [half.name], value=half))
+            nodes.append(helper.make_node("Cast", [half.name], [t.name], to=TensorProto.FLOAT))
+        else:
+            nodes.append(helper.make_node("Constant", [], [t.name], value=t))
+    del out.graph.initializer[:]
+    _prepend(out.graph, nodes)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def _behind_chains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Weights stored in another layout and brought to the layer's by constant-only nodes: fc's
+    weight flat behind a Reshape then an Identity, conv2's transposed behind a Transpose, the conv
+    biases as (1, C) behind a Squeeze, conv1's bias as (C,) behind Unsqueeze then Squeeze."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    arrays = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    stored, nodes = {}, []
+
+    def chain(name, stored_name, array, *steps):
+        """``array`` stored as ``stored_name``, then (op, constant second input or None, attributes) steps to ``name``."""
+        stored[stored_name], source = array, stored_name
+        for k, (op, second, attrs) in enumerate(steps):
+            target = name if k == len(steps) - 1 else f"{name}.step{k}"
+            inputs = [source]
+            if second is not None:
+                stored[f"{target}.arg"] = second
+                inputs.append(f"{target}.arg")
+            nodes.append(helper.make_node(op, inputs, [target], **attrs))
+            source = target
+
+    w = arrays.pop("fc.weight")
+    chain("fc.weight", "fc.weight.flat", w.reshape(-1),
+          ("Reshape", np.array(w.shape, np.int64), {}), ("Identity", None, {}))
+    w = arrays.pop("conv2.weight")
+    chain("conv2.weight", "conv2.weight.t", w.transpose(1, 0, 2, 3).copy(), ("Transpose", None, {"perm": [1, 0, 2, 3]}))
+    b = arrays.pop("conv2.bias")
+    chain("conv2.bias", "conv2.bias.row", b[None], ("Squeeze", np.array([0], np.int64), {}))
+    b = arrays.pop("conv1.bias")
+    chain("conv1.bias", "conv1.bias.flat", b, ("Unsqueeze", np.array([1], np.int64), {}),
+          ("Squeeze", np.array([1], np.int64), {}))
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in {**arrays, **stored}.items())
+    _prepend(out.graph, nodes)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def _prepend(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+
+
+@pytest.mark.parametrize("restyle, reference", [(_constant_nodes, _half_conv1), (_behind_chains, lambda m: m)])
+def test_weights_behind_constant_nodes_and_chains_are_counted_and_pruned(restyle, reference):
+    base, x = _head_model("batch", reshape_to=[-1, 12]), _calib(40)
+    model, plain = restyle(base), reference(base)
+    np.testing.assert_allclose(run(model, x), run(plain, x), rtol=1e-6, atol=1e-6)  # the same network
+    pruned, report = _prune(model, x, eps_l2=2.0)
+    expected, expected_report = _prune(plain, x, eps_l2=2.0)
+    # Counted as the file holds them, each once; equal to the plain model's count.
+    assert report.params_before == _float_elements(model) == expected_report.params_before > 0
+    assert report.params_after == expected_report.params_after < report.params_before
+    assert [(l.name, l.channels_after, l.in_channels_after) for l in report.layers] == \
+           [(l.name, l.channels_after, l.in_channels_after) for l in expected_report.layers]
+    # Pruned and rewritten as initializers, with the same values as the plain model's.
+    got, want = _weights(pruned), _weights(expected)
+    for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"):
+        np.testing.assert_array_equal(got[name], want[name])
+    assert not any(n.op_type in ("Constant", "Cast", "Transpose", "Squeeze", "Unsqueeze") for n in pruned.graph.node)

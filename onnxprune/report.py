@@ -1,15 +1,12 @@
-"""What pruning gained: parameters, MACs and channels before and after, and a readable summary."""
+"""What pruning gained: parameters, MACs and channels before and after, measurements and timings.
+
+The data only (to_dict / to_json); the CLI prints it (onnxprune/cli/summary.py).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-
-
-
-# Parts of the main timings, or about them, that the one-line note leaves to --verbose (timing.py).
-_DETAIL_TIMINGS = frozenset({"forward_original", "forward_pruned", "store_io", "forward_once", "rewrite", "export",
-                             "verify"})
 
 
 @dataclass(frozen=True)
@@ -118,81 +115,3 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-    def _timing_note(self) -> str:
-        parts = [f"{name} {secs:.1f}s" for name, secs in self.timings.items() if name not in _DETAIL_TIMINGS]
-        if self.peak_memory_mb is not None:
-            parts.append(f"peak memory {self.peak_memory_mb:.0f} MB")
-        return f" ({', '.join(parts)})" if parts else ""
-
-    def summary(self) -> str:
-        """A before/after table per layer and the totals."""
-        name_width = max([len(layer.name) for layer in self.layers] + [5])
-        head = f"{'layer':<{name_width}}  {'op':<6} {'channels':>11} {'params':>21} {'MACs':>23} {'time':>6}"
-        lines = [head, "-" * len(head)]
-        for layer in self.layers:
-            lines.append(
-                f"{layer.name:<{name_width}}  {layer.op_type:<6} "
-                f"{layer.channels_before:>5}->{layer.channels_after:<5} "
-                f"{_count(layer.params_before):>9} -> {_count(layer.params_after):<9} "
-                f"{_count(layer.macs_before):>10} -> {_count(layer.macs_after):<10} {layer.seconds:>5.1f}s"
-            )
-        lines.append("-" * len(head))
-        lines.append(f"parameters: {self.params_before:,} -> {self.params_after:,} ({self.params_removed:.1%} removed)")
-        lines.append(f"MACs:       {self.macs_before:,} -> {self.macs_after:,} ({self.macs_removed:.1%} removed)")
-        lines.append(f"wall time:  {self.seconds:.1f}s" + self._timing_note())
-        if self.search is not None:
-            lines.append(f"budget:     {self.search_note()}")
-        lines += self.measurement_lines()
-        frozen = [(layer.name, layer.frozen) for layer in self.layers if layer.frozen]
-        if frozen or self.skipped:
-            lines.append("not pruned:")
-            lines += [f"  input channels of {name}: {reason}" for name, reason in frozen]
-            lines += [f"  {name}: {reason}" for name, reason in self.skipped.items()]
-        return "\n".join(lines)
-
-    def search_note(self) -> str:
-        """How the budget was met, in one line ('' without a budget)."""
-        s = self.search
-        if s is None:
-            return ""
-        reached = self.params_removed if s.metric == "params" else self.macs_removed
-        subset = sum(t.samples < s.samples for t in s.trials)
-        return (f"{reached:.1%} of the {'parameters' if s.metric == 'params' else 'MACs'} removed "
-                f"(target {s.target:.1%} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
-                f"found in {len(s.trials)} trial{'s' if len(s.trials) != 1 else ''}" + (f" ({subset} on a subset of the samples)" if subset else ""))
-
-    def measurement_note(self) -> str:
-        """The measurements in a few words, for a one-line result ('' when none was asked for)."""
-        parts = []
-        if self.accuracy is not None:
-            parts.append(f"top-1 {self.accuracy.top1_before:.2%} -> {self.accuracy.top1_after:.2%}")
-        if self.check is not None:
-            parts.append(f"max output difference {self.check.max_abs_diff:.4g}")
-        parts += [f"batch-{t.batch} latency {t.ms_before:.3g} -> {t.ms_after:.3g} ms" for t in self.latency]
-        return "".join(f", {part}" for part in parts)
-
-    def measurement_lines(self) -> list[str]:
-        """The summary's lines for top-1, output difference and latency (those that were measured)."""
-        lines = []
-        if self.accuracy is not None:
-            a = self.accuracy
-            lines.append(f"top-1:      {a.top1_before:.2%} -> {a.top1_after:.2%} "
-                         f"({100 * (a.top1_after - a.top1_before):+.2f} pt) on {a.samples:,} samples of {a.source}")
-        if self.check is not None:
-            c = self.check
-            agree = "" if c.argmax_agreement is None else f", same arg-max on {c.argmax_agreement:.1%}"
-            lines.append(f"outputs:    differ by {c.max_abs_diff:.4g} at most, {c.mean_abs_diff:.4g} on average "
-                         f"on {c.samples:,} calibration samples{agree}")
-        for t in self.latency:
-            threads = f"{t.threads} thread{'s' if t.threads != 1 else ''}"
-            lines.append(f"latency:    batch {t.batch}: {t.ms_before:.3g} -> {t.ms_after:.3g} ms "
-                         f"({t.ms_before / t.ms_after:.2f}x faster; onnxruntime CPU, {threads}, median of {t.repeats})")
-        return lines
-
-
-def _count(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)

@@ -16,6 +16,7 @@ from builders import lenet_like, random_chain, random_inputs, save_inputs
 from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune
 from onnxprune.search.budget import Budget, History, find_budget
 from onnxprune.cli import main
+from onnxprune.cli.summary import summary
 from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, to_graph
@@ -39,7 +40,7 @@ def unit_prices(model, **options):
     channels = analyse_channels(to_graph(model), tensor_shapes(model))
     units = channels.units()
     eps = unit_eps_l2(channels, units, PruneConfig(**options))
-    return {unit.consumers[0].name: eps[id(unit)] for unit in units}
+    return {unit.consumers[0].name: eps[unit.index] for unit in units}
 
 
 def fake_prune(curve, calls=None):
@@ -143,7 +144,7 @@ def test_target_sparsity_is_met_by_the_model_returned():
     pruned, report = prune(model, x, target_sparsity=0.7, search=SearchOptions(tolerance=0.02, search_samples=None))
     assert abs(report.params_removed - 0.7) <= 0.02
     assert report.search.trials[-1].params_removed == pytest.approx(report.params_removed, abs=1e-6)
-    assert "budget:" in report.summary() and "target 70.0% ± 2 pt" in report.summary()
+    assert "budget:" in summary(report) and "target 70.0% ± 2 pt" in summary(report)
     # The eps_l2 found reproduces the model: the budget is a search, not a different pruning.
     _, again = prune(model, x, eps_l2=report.search.eps_l2)
     assert again.params_after == report.params_after

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 import onnxprune
 from builders import INPUT, lenet_like, random_inputs, run
 from onnxprune.cli import main
+from onnxprune.cli.summary import summary as cli_summary
 from onnxprune.errors import CalibrationError, ConfigError, ModelError
 from onnxprune.measure.evaluate import benchmark, evaluate, load_eval_data, output_difference
 
@@ -88,7 +89,7 @@ def test_prune_reports_measurements(tmp_path):
     assert as_json["accuracy"]["top1_after"] == report.accuracy.top1_after
     assert {"max_abs_diff", "mean_abs_diff", "argmax_agreement"} <= set(as_json["check"])
     assert as_json["latency"][1]["batch"] == 8
-    summary = report.summary()
+    summary = cli_summary(report)
     assert "top-1:" in summary and "outputs:" in summary and "latency:    batch 8:" in summary
 
 

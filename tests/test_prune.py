@@ -10,6 +10,7 @@ import pytest
 
 import onnxprune
 from builders import INPUT, OUTPUT, conv_bn_relu_chain, lenet_like, matmul_head, random_inputs, run, with_unsupported_op
+from onnxprune.cli.summary import summary as cli_summary
 
 # Small settings so that every call takes well under a few seconds.
 FAST = dict(max_iter=10, rows_per_layer=512)
@@ -85,7 +86,7 @@ def test_strong_pruning_gives_a_valid_smaller_model(build):
     assert data["layers"][-1]["channels_after"] == 10  # the logits are never pruned
     assert data["params_before"] == sum(onnx.numpy_helper.to_array(t).size for t in original.graph.initializer)
     assert data["params_after"] == sum(onnx.numpy_helper.to_array(t).size for t in pruned.graph.initializer)
-    assert "parameters:" in report.summary()
+    assert "parameters:" in cli_summary(report)
     assert isinstance(report.to_json(), str)
 
 
@@ -109,7 +110,7 @@ def test_transpose_model_prunes_and_reports_frozen_reason():
     # Frozen input channels also freeze the producer's outputs.
     assert layers["conv1"].channels_after == layers["conv1"].channels_before == 8
     assert layers["conv2"].in_channels_after == layers["conv2"].in_channels_before
-    summary = report.summary()
+    summary = cli_summary(report)
     assert "not pruned:" in summary
     assert "input channels of conv2" in summary and "Transpose 'transpose'" in summary
 

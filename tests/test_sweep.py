@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from builders import random_inputs, run, save_inputs
 from onnxprune import SearchOptions, sweep
 from onnxprune.cli import main
+from onnxprune.cli.plot import write_plot
 from onnxprune.search.sweep import TABLE_COLUMNS
 from test_budget import chain
 
@@ -42,7 +43,7 @@ def test_sweep_over_budgets_writes_table_and_plot(files, tmp_path):
         assert point.error is None and abs(point.params_removed - point.target) <= 0.03
         assert 0 <= point.top1 <= 1 and point.layers[0][0] == "conv1"
     assert unreachable.error.startswith("budget 5.0% of the parameters removed") and unreachable.top1 is None
-    paths = result.write(tmp_path)
+    paths = result.write(tmp_path) + [write_plot(result, tmp_path)]
     assert [p.name for p in paths] == ["sweep.csv", "sweep.json", "sweep.png"]
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
     assert [r["point"] for r in rows] == ["1", "2", "3"] and list(rows[0]) == list(TABLE_COLUMNS)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from onnxprune.cli import options as shared
+from onnxprune.cli import summary
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, DEFAULTS, default
 
@@ -116,15 +117,10 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     if report_path is not None:
         write_text(report.to_json(), report_path)
     if quiet:
-        click.echo(f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
-                   f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
-                   f"{report.seconds:.1f}s{report.measurement_note()}"
-                   + (f"; budget: {report.search_note()}" if report.search is not None else ""))
+        click.echo(summary.result_line(report, out_path))
     else:
-        click.echo(report.summary())
+        click.echo(summary.summary(report))
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
     if measure and measure.get("profile"):
-        from onnxprune.measure.timing import breakdown
-
-        click.echo(breakdown(report.timings, report.seconds, report.activations))
+        click.echo(summary.breakdown(report.timings, report.seconds, report.activations))

@@ -64,7 +64,7 @@ def _sweep(in_path: Path, eval_path: Path, out_dir: Path, budgets: str | None, m
     budgets = _fractions(budgets, "--budgets", below_one=True)
     eps_values = _fractions(eps_values, "--eps-l2", below_one=False)
     if plot:
-        from onnxprune.plot import require_matplotlib
+        from onnxprune.cli.plot import require_matplotlib
 
         require_matplotlib()  # before the long part, not after it
     if out_dir.exists() and not out_dir.is_dir():
@@ -78,7 +78,11 @@ def _sweep(in_path: Path, eval_path: Path, out_dir: Path, budgets: str | None, m
                    eps_values=eps_values, search=shared.search(options),
                    preprocessing=shared.preprocessing(options), models_dir=out_dir if save_models else None,
                    progress=progress_printer(options["quiet"]))
-    paths = result.write(out_dir, plot=plot, show_point=show_point)
+    paths = result.write(out_dir)
+    if plot:
+        from onnxprune.cli.plot import write_plot
+
+        paths.append(write_plot(result, out_dir, show_point))
     click.echo(result.to_csv(), nl=False)
     click.echo(f"written: {', '.join(map(str, paths))}")
 

@@ -1,5 +1,5 @@
 """Sweep: prune one model at several budgets (or ε_L2 values), score each on labelled data, and
-write the trade-off as a table (CSV and JSON) and a plot (sweep.png, see plot.py).
+write the trade-off as a table (CSV and JSON); the CLI draws the plot (sweep.png, cli/plot.py).
 
 The budget searches share one :class:`~onnxprune.search.budget.History`, so each later budget starts
 from the points the earlier ones measured, and the labelled data is read and the original model
@@ -25,7 +25,7 @@ from onnxprune.calib.images import Preprocessing, is_image_folder
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError, OutputError
 from onnxprune.measure.evaluate import EvalSource, check_labels, load_eval_data, top1
-from onnxprune.graph.io import check_model, load_model, save_model, write_atomic, write_text
+from onnxprune.graph.io import check_model, load_model, save_model, write_text
 from onnxprune.report import Trial
 
 DEFAULT_BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -95,17 +95,13 @@ class SweepResult:
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in self.rows())
         return out.getvalue()
 
-    def write(self, directory: str | os.PathLike, *, plot: bool = True, show_point: int | None = None) -> list[Path]:
-        """Write sweep.csv, sweep.json and (with ``plot``) sweep.png into ``directory``; each atomically."""
+    def write(self, directory: str | os.PathLike) -> list[Path]:
+        """Write sweep.csv and sweep.json into ``directory``, each atomically (the CLI adds the plot:
+        onnxprune/cli/plot.py's write_plot)."""
         directory = Path(directory)
         paths = [directory / "sweep.csv", directory / "sweep.json"]
         write_text(self.to_csv(), paths[0])
         write_text(self.to_json(), paths[1])
-        if plot:
-            from onnxprune.plot import sweep_png  # matplotlib is an optional extra: imported only here
-
-            paths.append(directory / "sweep.png")
-            write_atomic(sweep_png(self, show_point or self.default_point()), paths[2])
         return paths
 
 

@@ -1,10 +1,15 @@
-"""The sweep's picture (PNG bytes): top-1 against the parameters and the MACs removed, and the
+"""The sweep's picture (sweep.png): top-1 against the parameters and the MACs removed, and the
 output channels each layer keeps at one chosen point. Needs matplotlib, the optional [plot] extra.
+
+Presentation, so it lives with the CLI: the sweep (search/sweep.py) returns the data and knows
+nothing of this module.
 """
 
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxprune.errors import ConfigError
@@ -21,6 +26,16 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError(MISSING) from None
+
+
+def write_plot(result: SweepResult, directory: str | os.PathLike, show_point: int | None = None) -> Path:
+    """Write ``directory``/sweep.png (atomically) showing ``show_point`` (1-based; by default the
+    result's default_point()), and return its path."""
+    from onnxprune.graph.io import write_atomic
+
+    path = Path(directory) / "sweep.png"
+    write_atomic(sweep_png(result, show_point or result.default_point()), path)
+    return path
 
 
 def sweep_png(result: SweepResult, show_point: int) -> bytes:

@@ -30,7 +30,7 @@ _HOMES = {
     "Accuracy": "onnxprune.report",
     "OutputCheck": "onnxprune.report",
     "Latency": "onnxprune.report",
-    "BudgetError": "onnxprune.search.budget",
+    "BudgetError": "onnxprune.errors",
     "SearchOptions": "onnxprune.search.budget",
     "SearchReport": "onnxprune.report",
     "Trial": "onnxprune.report",
@@ -47,11 +47,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from onnxprune.api import prune
     from onnxprune.calib.images import Preprocessing
     from onnxprune.config import PruneConfig
-    from onnxprune.errors import CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
+    from onnxprune.errors import BudgetError, CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
     from onnxprune.graph.io import save_model
     from onnxprune.measure.evaluate import EvalData, benchmark, evaluate, load_eval_data, output_difference
     from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report, SearchReport, Trial
-    from onnxprune.search.budget import BudgetError, SearchOptions
+    from onnxprune.search.budget import SearchOptions
     from onnxprune.search.sweep import SweepPoint, SweepResult, sweep
 
 

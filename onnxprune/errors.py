@@ -4,6 +4,13 @@ Every message names the file, node or tensor at fault, what was expected and wha
 so that the CLI can print it as a single line and exit non-zero.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnxprune.report import Trial
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if empty), so errors stay one line."""
@@ -29,3 +36,11 @@ class ConfigError(OnnxPruneError):
 
 class OutputError(OnnxPruneError):
     """The pruned model cannot be written where asked."""
+
+
+class BudgetError(ConfigError):
+    """The budget was not reached within the tolerance; ``closest`` is the nearest trial on all samples."""
+
+    def __init__(self, message: str, closest: Trial | None = None) -> None:
+        super().__init__(message)
+        self.closest = closest

@@ -224,3 +224,11 @@ def test_mac_pricing_weighs_high_resolution_layers_up():
     # conv2 reads conv1's channels (12x12 outputs); fc reads fc_hidden's (one multiply-accumulate per weight)
     ratio = lambda eps: eps["conv2"] / eps["fc"]  # noqa: E731
     assert ratio(by_macs) > 10 * ratio(by_params)
+
+
+def test_budget_error_lives_with_the_other_errors():
+    from onnxprune import errors
+    from onnxprune.search import budget
+
+    assert BudgetError is errors.BudgetError is budget.BudgetError and issubclass(BudgetError, ConfigError)
+    assert BudgetError("x", closest=None).closest is None

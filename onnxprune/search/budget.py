@@ -23,7 +23,7 @@ import onnx
 
 from onnxprune.calib.data import subset_indices
 from onnxprune.config import PruneConfig
-from onnxprune.errors import ConfigError
+from onnxprune.errors import BudgetError, ConfigError
 from onnxprune.report import Report, SearchReport, Trial
 
 METRICS = {"params": "parameters", "macs": "MACs"}
@@ -31,14 +31,6 @@ EPS_RANGE = (1e-6, 1e6)  # log-space bounds of the search: far beyond any useful
 MAX_STEP = math.log(10.0)  # at most a factor 10 in ε_L2 per extrapolating step
 SATURATED = 2 * MAX_STEP  # no change over a factor 100 in ε_L2: every prunable channel is gone (or none is)
 SLOPE_GUESS = 0.08  # fraction removed per unit of log ε_L2 before two trials say better (VGG-16, LeNet-5)
-
-
-class BudgetError(ConfigError):
-    """The budget was not reached within the tolerance; ``closest`` is the nearest trial on all samples."""
-
-    def __init__(self, message: str, closest: Trial | None = None) -> None:
-        super().__init__(message)
-        self.closest = closest
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 import onnx
 
 from onnxprune.api import Calibration, prune
-from onnxprune.search.budget import METRICS, BudgetError, History, SearchOptions
+from onnxprune.search.budget import METRICS, History, SearchOptions
 from onnxprune.calib.images import Preprocessing, is_image_folder
 from onnxprune.config import PruneConfig
-from onnxprune.errors import ConfigError, OutputError
+from onnxprune.errors import BudgetError, ConfigError, OutputError
 from onnxprune.measure.evaluate import EvalSource, check_labels, load_eval_data, top1
 from onnxprune.graph.io import check_model, load_model, save_model, write_text
 from onnxprune.report import Trial

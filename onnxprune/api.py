@@ -22,6 +22,7 @@ from onnxprune.errors import ConfigError, ModelError
 from onnxprune.pruning.walk import Pruner
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import check_model, export, load_model, to_graph
+from onnxprune.graph.shapes import input_sizes, tensor_shapes
 from onnxprune.measure.evaluate import (BENCH_BATCHES, EvalSource, benchmark, check_labels, load_eval_data,
                                   output_difference, top1)
 from onnxprune.measure.counts import count_params
@@ -121,7 +122,8 @@ def _prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pr
                 say: Callable[[str], None], started: float | None = None) -> tuple[onnx.ModelProto, Report]:
     """One walk with one configuration: the pruned, verified model and its report."""
     started = time.perf_counter() if started is None else started
-    shapes = tensor_shapes(model)
+    sizes = input_sizes(model, feeds)  # symbolic H/W counted at the calibration data's size
+    shapes = tensor_shapes(model, sizes)
     original, pruned = to_graph(model), to_graph(model)
     channels = analyse_channels(pruned, shapes, config.exclude)
     if not channels.layers:
@@ -146,7 +148,7 @@ def _prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pr
     verify_start = time.perf_counter()
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
     timings.update(export=verify_start - export_start, verify=time.perf_counter() - verify_start)
-    report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started)
+    report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started, sizes)
     report = replace(report, activations=pruner.store.summary())
     return result, report
 
@@ -181,8 +183,9 @@ def _bench_batches(bench: bool | int) -> tuple[int, ...]:
 
 
 def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_layers: dict[str, Layer],
-                  before: dict, seconds: dict[str, float], timings: dict[str, float], started: float) -> Report:
-    final_shapes = tensor_shapes(result)
+                  before: dict, seconds: dict[str, float], timings: dict[str, float], started: float,
+                  sizes: dict[str, list]) -> Report:
+    final_shapes = tensor_shapes(result, sizes)
     final_graph = to_graph(result)
     layers = []
     for layer in channels.layers:
@@ -200,20 +203,10 @@ def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_laye
         macs_before=sum(before["macs"].values()),
         macs_after=sum(node_macs(node, final_shapes) for node in final_graph.nodes),
         seconds=round(time.perf_counter() - started, 3), peak_memory_mb=peak_memory_mb(), layers=layers,
-        skipped=channels.skipped, timings={k: round(v, 3) for k, v in timings.items()},
+        skipped=channels.skipped, timings={k: round(v, 3) for k, v in timings.items()}, input_shapes=sizes,
     )
 
 
 def _layer_params(layer: Layer) -> int:
     node = layer.node
     return sum(int(np.asarray(t.values).size) for t in node.inputs[1:] if hasattr(t, "values"))
-
-
-def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    """Shapes known after shape inference: ints for fixed dims, None for symbolic ones."""
-    shapes = {}
-    for info in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
-                                      for d in info.type.tensor_type.shape.dim)
-    return shapes

@@ -98,6 +98,9 @@ class Report:
     check: OutputCheck | None = None
     latency: list[Latency] = field(default_factory=list)
     search: SearchReport | None = None  # set when a budget was asked for
+    # Graph inputs whose symbolic dims (besides the batch) were set to the calibration data's sizes
+    # to count MACs: name -> shape used, the batch as declared. Empty when the model fixes them.
+    input_shapes: dict[str, list] = field(default_factory=dict)
 
     @property
     def params_removed(self) -> float:

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from builders import INPUT, OUTPUT, _Builder, run
+from onnxprune.cli.summary import summary
 from onnxprune.errors import ModelError
 
 FAST = dict(max_iter=10, rows_per_layer=512)
@@ -164,7 +165,8 @@ def _behind_chains(model: onnx.ModelProto) -> onnx.ModelProto:
     stored, nodes = {}, []
 
     def chain(name, stored_name, array, *steps):
-        """``array`` stored as ``stored_name``, then (op, constant second input or None, attributes) steps to ``name``."""
+        """``array`` stored as ``stored_name``, then steps (op, constant second input or None,
+        attributes) to ``name``."""
         stored[stored_name], source = array, stored_name
         for k, (op, second, attrs) in enumerate(steps):
             target = name if k == len(steps) - 1 else f"{name}.step{k}"
@@ -215,3 +217,46 @@ def test_weights_behind_constant_nodes_and_chains_are_counted_and_pruned(restyle
     for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"):
         np.testing.assert_array_equal(got[name], want[name])
     assert not any(n.op_type in ("Constant", "Cast", "Transpose", "Squeeze", "Unsqueeze") for n in pruned.graph.node)
+
+
+# --- 4. symbolic height and width: counted at the calibration data's size -------------------------
+
+
+def _symbolic_hw_model(seed: int = 0) -> onnx.ModelProto:
+    """conv1 (3->8, 3x3, pad 1) -> relu1 -> conv2 (8->12, 3x3, pad 1, stride 2) -> relu2 -> gap ->
+    flatten -> fc (12->10); input ["batch", 3, "height", "width"]."""
+    b = _Builder(seed)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
+    x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True, stride=2)])
+    x = b.node("Flatten", "flatten", [b.node("GlobalAveragePool", "gap", [x])], axis=1)
+    b.gemm("fc", x, 12, 10, output=OUTPUT)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, "height", "width"])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 10])]
+    model = helper.make_model(helper.make_graph(b.nodes, "symbolic_hw", inputs, outputs, initializer=b.initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_symbolic_height_and_width_are_counted_at_the_calibration_size():
+    x = _calib(24, size=(10, 14))
+    pruned, report = _prune(_symbolic_hw_model(), x, eps_l2=2.0)
+    layers = {layer.name: layer for layer in report.layers}
+
+    def macs(c_out, c_in, pixels):  # a 3x3 conv: one MAC per weight per output pixel
+        return c_out * c_in * 9 * pixels
+
+    full, half = 10 * 14, 5 * 7  # conv2's stride 2 halves 10x14
+    assert layers["conv1"].macs_before == macs(8, 3, full)
+    assert layers["conv2"].macs_before == macs(12, 8, half)
+    assert report.macs_before == macs(8, 3, full) + macs(12, 8, half) + 12 * 10
+    c1, c2 = layers["conv1"].channels_after, layers["conv2"].channels_after
+    assert c2 < 12  # pruned, so the after count is tested too
+    assert report.macs_after == macs(c1, 3, full) + macs(c2, c1, half) + c2 * 10
+    assert report.input_shapes == {INPUT: ["batch", 3, 10, 14]}
+    assert "counted at: input [batch, 3, 10, 14]" in summary(report)
+    # The written model keeps its symbolic sizes, and a model that fixes them reports no input size.
+    assert [d.dim_param for d in pruned.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
+    _, fixed = _prune(_head_model("batch", reshape_to=[-1, 12]), _calib(24), eps_l2=2.0)
+    assert fixed.input_shapes == {} and "counted at" not in summary(fixed)

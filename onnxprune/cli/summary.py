@@ -53,6 +53,10 @@ def summary(report: Report) -> str:
     lines.append(f"parameters: {report.params_before:,} -> {report.params_after:,} "
                  f"({report.params_removed:.1%} removed)")
     lines.append(f"MACs:       {report.macs_before:,} -> {report.macs_after:,} ({report.macs_removed:.1%} removed)")
+    if report.input_shapes:  # only when the model left a size symbolic: say which one the MACs are at
+        lines.append("counted at: " + ", ".join(f"{name} [{', '.join('?' if d is None else str(d) for d in shape)}]"
+                                                for name, shape in report.input_shapes.items())
+                     + " (the calibration data's size; the model leaves it symbolic)")
     lines.append(f"wall time:  {report.seconds:.1f}s" + _timing_note(report))
     if report.search is not None:
         lines.append(f"budget:     {search_note(report)}")

@@ -115,7 +115,8 @@ def prune(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
     if profile:  # after the wall time was taken: the baseline is not part of the run
         once = forward_pass_seconds(model, feeds, config.batch_size)
         report = replace(report, timings={**report.timings, "forward_once": round(once, 3)})
-    return result, report
+    # Read last: the high-water mark then covers --eval, --check, --bench and the profile pass too.
+    return result, replace(report, peak_memory_mb=peak_memory_mb())
 
 
 def _prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,

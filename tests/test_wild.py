@@ -260,3 +260,24 @@ def test_symbolic_height_and_width_are_counted_at_the_calibration_size():
     assert [d.dim_param for d in pruned.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
     _, fixed = _prune(_head_model("batch", reshape_to=[-1, 12]), _calib(24), eps_l2=2.0)
     assert fixed.input_shapes == {} and "counted at" not in summary(fixed)
+
+
+# --- 5. peak memory covers the measurements --------------------------------------------------------
+
+
+def test_peak_memory_is_read_after_the_measurements(monkeypatch):
+    import onnxprune.api as api
+
+    measured = []
+    real_difference = api.output_difference
+
+    def output_difference(*args, **kwargs):
+        measured.append(True)
+        return real_difference(*args, **kwargs)
+
+    # The peak this process reaches is a high-water mark: reading it before --check runs would miss
+    # what --check takes. Reported as 2.0 once the check has run, 1.0 before.
+    monkeypatch.setattr(api, "output_difference", output_difference)
+    monkeypatch.setattr(api, "peak_memory_mb", lambda: 2.0 if measured else 1.0)
+    _, report = _prune(_head_model("batch", reshape_to=[-1, 12]), _calib(20), eps_l2=2.0, check=True)
+    assert measured and report.peak_memory_mb == 2.0

@@ -128,13 +128,16 @@ def lenet_like(seed: int = 0) -> onnx.ModelProto:
 
 
 def with_unsupported_op(seed: int = 0) -> onnx.ModelProto:
-    """conv1 (3->8) -> relu1 -> transpose (perm 0,1,3,2) -> conv2 (8->12) -> relu2 -> gap -> flatten -> fc.
+    """conv1 (3->8) -> relu1 -> to_nhwc (perm 0,2,3,1) -> transpose (perm 0,3,1,2) -> conv2 (8->12) -> relu2
+    -> gap -> flatten -> fc.
 
-    The Transpose has no channel rule, so conv2's input channels are frozen. Input (batch, 3, 8, 8).
+    The Transposes move the channel axis, which no rule maps, so conv2's input channels are frozen.
+    Input (batch, 3, 8, 8).
     """
     b = _Builder(seed)
     x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
-    x = b.node("Transpose", "transpose", [x], perm=[0, 1, 3, 2])
+    x = b.node("Transpose", "to_nhwc", [x], perm=[0, 2, 3, 1])
+    x = b.node("Transpose", "transpose", [x], perm=[0, 3, 1, 2])
     x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True)])
     x = b.node("GlobalAveragePool", "gap", [x])
     x = b.node("Flatten", "flatten", [x], axis=1)

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING
 # public name -> the module that defines it
 _HOMES = {
     "prune": "onnxprune.api",
+    "prune_to_budget": "onnxprune.api",
+    "PruneResult": "onnxprune.api",
+    "calibration_feeds": "onnxprune.api",
+    "Measurements": "onnxprune.measure.measurements",
     "PruneConfig": "onnxprune.config",
     "Report": "onnxprune.report",
     "LayerReport": "onnxprune.report",
@@ -44,7 +48,8 @@ __all__ = list(_HOMES)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
-    from onnxprune.api import prune
+    from onnxprune.api import PruneResult, calibration_feeds, prune, prune_to_budget
+    from onnxprune.measure.measurements import Measurements
     from onnxprune.calib.images import Preprocessing
     from onnxprune.config import PruneConfig
     from onnxprune.errors import BudgetError, CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError

@@ -37,7 +37,7 @@ class PruneConfig:
         channel tied to them): below 1 prunes them less, above 1 more.
     pricing : what a unit's eps_l2 is priced by (see param_weighting): "params", or "macs" to move
         the pruning to where the multiply-accumulates are; None: "macs" under a MAC budget
-        (prune(target_macs=...)), "params" otherwise.
+        (prune_to_budget(target_macs=...)), "params" otherwise.
     selector : how a unit's channels are chosen: "ges" (the method), or, for comparisons, "l1"
         (filter L1 norms, Li et al. 2017) or "lasso" (He et al. 2017); all share the refit.
     keep_fraction : every unit keeps this fraction of its channels, the top ones by the selector's

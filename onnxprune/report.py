@@ -93,7 +93,7 @@ class Report:
     # The activation store of the walk (calib/store.py): its memory budget, the MB it held in
     # memory at most, wrote to and read from disk, and the seconds that disk I/O took.
     activations: dict[str, float | None] = field(default_factory=dict)
-    # Measurements asked for with eval= / check= / bench= (--eval, --check, --bench); None/empty otherwise.
+    # Measurements (measure/measurements.py: --eval, --check, --bench); None/empty unless asked for.
     accuracy: Accuracy | None = None
     check: OutputCheck | None = None
     latency: list[Latency] = field(default_factory=list)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from builders import lenet_like, random_chain, random_inputs, save_inputs
-from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune
+from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune, prune_to_budget
 from onnxprune.search.budget import Budget, History, find_budget
 from onnxprune.cli import main
 from onnxprune.cli.summary import summary
@@ -128,9 +128,11 @@ def test_a_shared_history_saves_trials():
 
 def test_budget_options_are_checked():
     with pytest.raises(ConfigError, match="not both"):
-        prune(lenet_like(), random_inputs(lenet_like(), 8), target_sparsity=0.5, target_macs=0.5)
+        prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8), target_sparsity=0.5, target_macs=0.5)
     with pytest.raises(ConfigError, match="need a budget"):
-        prune(lenet_like(), random_inputs(lenet_like(), 8), search=SearchOptions())
+        prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8), search=SearchOptions())
+    with pytest.raises(ConfigError, match="needs target_sparsity or target_macs"):
+        prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8))
     with pytest.raises(ConfigError, match=r"in \(0, 1\)"):
         Budget("params", 1.5)
 
@@ -141,7 +143,7 @@ def test_budget_options_are_checked():
 def test_target_sparsity_is_met_by_the_model_returned():
     model = chain()
     x = random_inputs(model, 16)
-    pruned, report = prune(model, x, target_sparsity=0.7, search=SearchOptions(tolerance=0.02, search_samples=None))
+    pruned, report = prune_to_budget(model, x, target_sparsity=0.7, search=SearchOptions(tolerance=0.02, search_samples=None))
     assert abs(report.params_removed - 0.7) <= 0.02
     assert report.search.trials[-1].params_removed == pytest.approx(report.params_removed, abs=1e-6)
     assert "budget:" in summary(report) and "target 70.0% ± 2 pt" in summary(report)
@@ -153,7 +155,7 @@ def test_target_sparsity_is_met_by_the_model_returned():
 def test_target_macs_prices_by_macs():
     model = chain()
     x = random_inputs(model, 16)
-    _, report = prune(model, x, target_macs=0.6, search=SearchOptions(tolerance=0.03, search_samples=None))
+    _, report = prune_to_budget(model, x, target_macs=0.6, search=SearchOptions(tolerance=0.03, search_samples=None))
     assert abs(report.macs_removed - 0.6) <= 0.03
     assert report.search.metric == "macs"
 

@@ -77,7 +77,10 @@ def test_prune_reports_measurements(tmp_path):
     x, y = _data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        pruned, report = onnxprune.prune(model, calib, eval=(x, y), check=True, bench=8, eps_l2=2, **FAST)
+        measurements = onnxprune.Measurements(eval=(x, y), check=True, bench=8)
+        measurements.score_original(model)
+        pruned, report = onnxprune.prune(model, calib, eps_l2=2, **FAST)
+        report = measurements.add_to(report, model, pruned, {INPUT: calib})
     assert report.accuracy.samples == len(y)
     assert report.accuracy.top1_before == np.mean(run(model, x).argmax(1) == y)
     assert report.accuracy.top1_after == np.mean(run(pruned, x).argmax(1) == y)
@@ -93,22 +96,29 @@ def test_prune_reports_measurements(tmp_path):
     assert "top-1:" in summary and "outputs:" in summary and "latency:    batch 8:" in summary
 
 
-def test_eval_fails_before_pruning(monkeypatch):
-    import onnxprune.api
+def test_eval_fails_before_pruning(tmp_path, monkeypatch):
+    import onnxprune.pruning.once
 
     def never(*args, **kwargs):
         raise AssertionError("pruning started although the evaluation data is unusable")
 
-    monkeypatch.setattr(onnxprune.api, "Pruner", never)
+    monkeypatch.setattr(onnxprune.pruning.once, "Pruner", never)
     x, y = _data()
     y[3] = 10
     with pytest.raises(CalibrationError, match="label 10 is out of range for the model's 10 classes"):
-        onnxprune.prune(lenet_like(), x, eval=(x, y))
+        onnxprune.Measurements(eval=(x, y)).score_original(lenet_like())
+    onnx.save(lenet_like(), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    result = CliRunner().invoke(main, [str(tmp_path / "m.onnx"), str(tmp_path / "out.onnx"), "--calib",
+                                       str(tmp_path / "x.npy"), "--eval", str(tmp_path / "test.npz")])
+    assert result.exit_code == 1 and "label 10 is out of range" in result.output
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_bad_bench_and_non_classifier():
     with pytest.raises(ConfigError, match="bench must be"):
-        onnxprune.prune(lenet_like(), random_inputs(lenet_like(), 4), bench=0)
+        onnxprune.Measurements(bench=0)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 4, 4])
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 4, 4])
     identity = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [out]),

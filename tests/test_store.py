@@ -102,12 +102,12 @@ def test_cli_leaves_no_files_on_error(tmp_path, monkeypatch):
     """A failure after the walk started: one-line error, and $TMPDIR holds nothing of ours."""
     import tempfile
 
-    from onnxprune import api
+    from onnxprune.pruning import once
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setattr(api, "export", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(once, "export", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     model, calib = save_inputs(tmp_path, ARCHITECTURES["resnet50"](), n=12)
     result = CliRunner().invoke(main, [str(model), str(tmp_path / "out.onnx"), "--calib", str(calib),
                                        "--activation-memory", "0", "--max-iter", "5", "-q"])

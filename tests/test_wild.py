@@ -19,10 +19,18 @@ from onnxprune.errors import ModelError
 FAST = dict(max_iter=10, rows_per_layer=512)
 
 
+MEASUREMENTS = ("eval", "check", "bench", "profile")
+
+
 def _prune(model, calib, **options):
+    """prune(), then the measurements named in ``options`` on the same calibration samples."""
+    asked = {k: options.pop(k) for k in MEASUREMENTS if k in options}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "GES stopped after 10 iterations"
-        return onnxprune.prune(model, calib, **{**FAST, **options})
+        pruned, report = onnxprune.prune(model, calib, **{**FAST, **options})
+    if asked:
+        report = onnxprune.Measurements(**asked).add_to(report, model, pruned, {INPUT: calib})
+    return pruned, report
 
 
 def _head_model(batch, *, reshape_to=None, opset: int = 17, ir: int = 8, size=(8, 8), seed: int = 0):
@@ -266,7 +274,7 @@ def test_symbolic_height_and_width_are_counted_at_the_calibration_size():
 
 
 def test_peak_memory_is_read_after_the_measurements(monkeypatch):
-    import onnxprune.api as api
+    import onnxprune.measure.measurements as api
 
     measured = []
     real_difference = api.output_difference

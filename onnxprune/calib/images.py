@@ -105,6 +105,15 @@ class ImageFolder:
     classes: list[str]
 
 
+def check_preprocessing(preprocessing: Preprocessing | None, *sources) -> None:
+    """Refuse image preprocessing when none of the data sources is an image folder: silently
+    ignoring it would let a user believe their arrays were normalised."""
+    paths = [s for s in sources if isinstance(s, (str, os.PathLike))]
+    if preprocessing is not None and not any(is_image_folder(s) for s in paths):
+        raise ConfigError("image preprocessing (--size, --mean, --std, --scale, --layout) applies to image "
+                          "folders only, and none of the data given is one")
+
+
 def is_image_folder(path: str | os.PathLike) -> bool:
     """True for a directory of images or class sub-folders (one holding .npy/.npz files is an array folder)."""
     path = Path(path)

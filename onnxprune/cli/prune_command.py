@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -80,17 +82,18 @@ def prune_command(in_path: Path, out_path: Path, **options) -> None:
     """
     guarded(lambda: _run(in_path, out_path, options["calib"], shared.config(options), options["report_path"],
                          options["quiet"], external_data=options["external_data"], force=options["force"],
-                         measure={**_measure_options(options), "profile": options["verbose"], **_budget(options)}))
+                         measure={**_measure_options(options), "profile": options["verbose"]},
+                         budget=_budget(options)))
 
 
 def _budget(options: dict) -> dict:
-    """prune()'s budget keywords: target_sparsity / target_macs and the search options."""
+    """prune_to_budget()'s keywords: target_sparsity / target_macs and the search options."""
     return {"target_sparsity": options["target_sparsity"], "target_macs": options["target_macs"],
             "search": shared.search(options)}
 
 
 def _measure_options(options: dict) -> dict:
-    """prune()'s keyword arguments for --eval, --check, --bench and the image preprocessing options."""
+    """Measurements' keyword arguments for --eval, --check, --bench and the image preprocessing options."""
     bench, bench_batch = options["bench"], options["bench_batch"]
     return {"eval": options["eval_path"], "check": options["check"],
             "bench": (bench_batch or True) if bench or bench_batch else False,
@@ -98,10 +101,14 @@ def _measure_options(options: dict) -> dict:
 
 
 def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path | None, quiet: bool,
-         *, external_data: bool = False, force: bool = False, measure: dict | None = None) -> None:
-    from onnxprune.api import prune
+         *, external_data: bool = False, force: bool = False, measure: dict | None = None,
+         budget: dict | None = None) -> None:
+    from onnxprune.api import calibration_feeds, prune, prune_to_budget
+    from onnxprune.calib.images import check_preprocessing, is_image_folder
     from onnxprune.errors import OutputError
-    from onnxprune.graph.io import check_writable, save_model, write_text
+    from onnxprune.graph.io import check_writable, load_model, save_model, write_text
+    from onnxprune.measure.measurements import Measurements
+    from onnxprune.search.budget import budget_from
 
     if out_path.resolve() == in_path.resolve() and not force:
         raise OutputError(f"{out_path}: is the input model; write the pruned model to another path "
@@ -112,7 +119,22 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     for path in (out_path, data_path, report_path):
         if path is not None:
             check_writable(path)
-    model, report = prune(in_path, calib, config, progress=progress_printer(quiet), **(measure or {}))
+    measure, budget = measure or {}, budget or {}
+    say = progress_printer(quiet)
+    started = time.perf_counter()
+    budget_from(budget.get("target_sparsity"), budget.get("target_macs"), budget.get("search"))  # refused early
+    original = load_model(in_path)
+    preprocessing = measure.get("preprocessing")
+    check_preprocessing(preprocessing, calib, measure.get("eval"))
+    measurements = Measurements(**measure)
+    measurements.score_original(original, say)  # unusable labelled data fails before any pruning
+    feeds = calibration_feeds(original, calib, config, preprocessing=preprocessing if is_image_folder(calib) else None)
+    if budget.get("target_sparsity") is None and budget.get("target_macs") is None:
+        model, report = prune(original, feeds, config, progress=say)
+    else:
+        model, report = prune_to_budget(original, feeds, config, progress=say, **budget)
+    report = measurements.add_to(replace(report, seconds=round(time.perf_counter() - started, 3)), original,
+                                 model, feeds, batch_size=config.batch_size, say=say)
     data_path = save_model(model, out_path, external_data=external_data)
     if report_path is not None:
         write_text(report.to_json(), report_path)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from onnxprune.api import Calibration, prune
+from onnxprune.api import Calibration, prune, prune_to_budget
 from onnxprune.search.budget import METRICS, History, SearchOptions
 from onnxprune.calib.images import Preprocessing, is_image_folder
 from onnxprune.config import PruneConfig
@@ -146,12 +146,15 @@ def sweep(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         what = f"{value:.1%} of the {METRICS[metric]}" if kind == "target" else f"eps_l2 {value:g}"
         say(f"sweep point {number}/{len(settings)}: {what}")
         started, ran = time.perf_counter(), len(history.trials)
-        step = {"search": search, "history": history,
-                ("target_sparsity" if metric == "params" else "target_macs"): value} if kind == "target" else {}
+        point_progress = lambda line: say("  " + line)  # noqa: E731
         try:
-            pruned, report = prune(model, calib, config, progress=lambda line: say("  " + line),
-                                   preprocessing=calib_preprocessing, **step,
-                                   **({"eps_l2": value} if kind == "eps" else {}))
+            if kind == "target":
+                pruned, report = prune_to_budget(
+                    model, calib, config, search=search, history=history, progress=point_progress,
+                    preprocessing=calib_preprocessing, **{"target_sparsity" if metric == "params" else "target_macs": value})
+            else:
+                pruned, report = prune(model, calib, replace(config, eps_l2=value), progress=point_progress,
+                                       preprocessing=calib_preprocessing)
         except BudgetError as exc:
             say(f"sweep point {number}: {exc}")
             points.append(SweepPoint(target=value, eps_l2=exc.closest.eps_l2 if exc.closest else None,

@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from onnxprune.calib.store import ActivationStore, StoredTensor
+from onnxprune.ops.constants import SHAPE_OPS
 from onnxprune.runtime import declared_batch, make_session, run_batches
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,6 @@ def unbatched_tensors(graph: gs.Graph) -> set[str]:
     unbatched: set[str] = set()
     for node in graph.nodes:
         data = [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
-        if node.op in ("Shape", "Size") or all(t.name in unbatched for t in data):
+        if node.op in SHAPE_OPS or all(t.name in unbatched for t in data):
             unbatched.update(t.name for t in node.outputs)
     return unbatched

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 from onnx import external_data_helper, helper
 
 from onnxprune.errors import ModelError, OutputError, first_line
+from onnxprune.ops.constants import FOLDABLE_HINTS, constant_result
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         if not node.name or node.name in seen:
             node.name = f"{node.name or node.op}_{index}"
         seen.add(node.name)
-    foldable = any(node.op in _FOLDABLE_HINTS for node in graph.nodes)  # before inlining takes some away
+    foldable = any(node.op in FOLDABLE_HINTS for node in graph.nodes)  # before inlining takes some away
     _inline_constants(graph)
     # Fold what depends only on constants (an unoptimised dynamo export computes a zero bias from
     # Shape(weight)): parameters must be plain constants for a layer to be prunable.
@@ -128,9 +129,6 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         graph.fold_constants(error_ok=True, size_threshold=1 << 24).cleanup(remove_unused_graph_inputs=False)
         _inline_constants(graph)
     return graph
-
-
-_FOLDABLE_HINTS = {"Shape", "Expand", "CastLike", "ConstantOfShape", "Cast"}
 
 
 def _inline_constants(graph: gs.Graph) -> None:
@@ -148,7 +146,7 @@ def _inline_constants(graph: gs.Graph) -> None:
     for node in graph.nodes:
         if len(node.outputs) != 1 or node.outputs[0].name in outputs:
             continue
-        values = _constant_result(node)
+        values = constant_result(node)
         if values is None:
             continue
         variable = node.outputs[0]
@@ -162,62 +160,6 @@ def _inline_constants(graph: gs.Graph) -> None:
         changed = True
     if changed:
         graph.cleanup(remove_unused_graph_inputs=False)
-
-
-def _constant_result(node: gs.Node) -> np.ndarray | None:
-    """The output of a Constant node, or of an Identity/Cast/CastLike/Reshape/Squeeze/Unsqueeze/
-    Transpose whose inputs are all constants; None for any other node."""
-    if node.op == "Constant":
-        return constant_node_value(node)
-    if node.op not in _REARRANGE or not node.inputs or not all(isinstance(t, gs.Constant) or not t.name
-                                                                  for t in node.inputs):
-        return None
-    x, rest = np.asarray(node.inputs[0].values), [np.asarray(t.values) if t.name else None for t in node.inputs[1:]]
-    try:
-        return _REARRANGE[node.op](x, rest, node.attrs)
-    except (ValueError, TypeError, KeyError, IndexError):  # malformed or exotic: left to onnxruntime as it is
-        return None
-
-
-def _reshape_target(x: np.ndarray, shape: np.ndarray, allowzero: int) -> list[int]:
-    """ONNX Reshape's target: 0 copies the input's dim (unless allowzero), -1 is inferred by numpy."""
-    return [x.shape[i] if d == 0 and not allowzero else int(d) for i, d in enumerate(shape.tolist())]
-
-
-def _axes(rest: list, attrs: dict) -> list[int] | None:
-    """Squeeze/Unsqueeze axes: an input from opset 13 on, an attribute before."""
-    axes = rest[0] if rest and rest[0] is not None else attrs.get("axes")
-    return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
-
-
-def _unsqueeze(x: np.ndarray, axes: list[int]) -> np.ndarray:
-    rank = x.ndim + len(axes)
-    for axis in sorted(a % rank for a in axes):
-        x = np.expand_dims(x, axis)
-    return x
-
-
-_REARRANGE = {
-    "Identity": lambda x, rest, attrs: np.array(x),  # a copy: each reader gets its own
-    "Cast": lambda x, rest, attrs: x.astype(helper.tensor_dtype_to_np_dtype(attrs["to"])),
-    "CastLike": lambda x, rest, attrs: x.astype(rest[0].dtype),
-    "Reshape": lambda x, rest, attrs: x.reshape(_reshape_target(x, rest[0], attrs.get("allowzero", 0))),
-    "Squeeze": lambda x, rest, attrs: np.squeeze(x, axis=None if (a := _axes(rest, attrs)) is None else tuple(a)),
-    "Unsqueeze": lambda x, rest, attrs: _unsqueeze(x, _axes(rest, attrs)),
-    "Transpose": lambda x, rest, attrs: np.transpose(x, attrs.get("perm")),
-}
-
-
-def constant_node_value(node: gs.Node) -> np.ndarray | None:
-    """The tensor a Constant node holds, whichever of its attributes holds it (None if sparse or absent)."""
-    attrs = node.attrs
-    if isinstance(attrs.get("value"), gs.Constant):
-        return np.asarray(attrs["value"].values)
-    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32),
-                        ("value_int", np.int64), ("value_ints", np.int64)):
-        if name in attrs:
-            return np.asarray(attrs[name], dtype=dtype)
-    return None
 
 
 def export(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
@@ -388,12 +330,3 @@ def check_writable(path: str | os.PathLike) -> None:
         raise OutputError(f"{path}: output directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise OutputError(f"{path}: output directory {directory} is not writable")
-
-
-def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
-    """The array behind a Constant tensor (or a Constant node's output), else None."""
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
-    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
-        return constant_node_value(tensor.inputs[0])
-    return None

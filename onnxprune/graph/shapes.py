@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxprune.ops.constants import constant_proto_value
 from onnxprune.calib.data import input_specs
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _inferred_at(model: onnx.ModelProto, sizes: Mapping[str, list]) -> onnx.Mode
     inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in large]
     nodes = []
     for node in graph.node:  # paddle2onnx's weights are Constant nodes: they become inputs too
-        value = next((a.t for a in node.attribute if a.name == "value" and node.op_type == "Constant"), None)
+        value = constant_proto_value(node)
         if value is not None and int(np.prod(value.dims)) > _SMALL_TENSOR:
             inputs.append(helper.make_tensor_value_info(node.output[0], value.data_type, value.dims))
         else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.io import constant_values
+from onnxprune.ops.constants import constant_values
 
 Shapes = dict[str, tuple]
 

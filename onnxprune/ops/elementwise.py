@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.io import constant_values
+from onnxprune.ops.constants import constant_values
 from onnxprune.ops.base import Coupling, OpRule, Shapes, constant_params
 
 ELEMENTWISE = "Add Sub Mul Div Sum Max Min Mean Pow".split()

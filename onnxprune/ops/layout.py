@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.io import constant_values
+from onnxprune.ops.constants import constant_values
 from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, rank_of, set_constant_input
 
 

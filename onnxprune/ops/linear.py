@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.io import constant_values
+from onnxprune.ops.constants import constant_values
 from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, constant_params, is_fixed, slice_per_channel
 
 

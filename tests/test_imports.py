@@ -58,3 +58,39 @@ def test_every_public_name_imports():
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="module 'onnxprune' has no attribute 'no_such_name'"):
         onnxprune.no_such_name  # noqa: B018
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each onnxprune module -> the onnxprune modules it imports (by reading the source)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(onnxprune.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text())
+        deps = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        deps |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        graph[name] = {d for d in deps if d.startswith("onnxprune")}
+    return graph
+
+
+def test_no_import_circles():
+    graph = _module_imports()
+    assert "onnxprune.ops.linear" in graph and "onnxprune.ops.base" in graph["onnxprune.ops.linear"]
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module in done or module not in graph:
+            return
+        for dep in graph[module]:
+            visit(dep, path + [module])
+        done.add(module)
+
+    for module in graph:
+        if module != "onnxprune":  # the lazy __init__ names its homes only for type checkers
+            visit(module, [])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from onnxprune.cli import options as shared
-from onnxprune.cli import summary
+import onnxprune.cli.options as shared
+import onnxprune.cli.summary as summary
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, DEFAULTS, default
 

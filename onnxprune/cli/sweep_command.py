@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from onnxprune.cli import options as shared
+import onnxprune.cli.options as shared
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, default
 

@@ -22,8 +22,8 @@ the calibration images and on 4,096 other training images: a much smaller error 
 means the refits fit the calibration data's noise (variance); about the same error means bias.
 
 Run single-threaded BLAS on a shared machine (OPENBLAS_NUM_THREADS=1): with more threads than
-free cores, OpenBLAS spins and a run takes several times longer. It monkeypatches the engine's
-eps_l2 per unit, which is what a study may do and the library must not.
+free cores, OpenBLAS spins and a run takes several times longer. It prices each unit's eps_l2
+itself, through prune_once's ``unit_eps`` hook (the allocation a study may change; the CLI cannot).
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ import onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-import onnxprune.pruning.walk as engine  # noqa: E402
 from datasets import DATASETS, calibration_indices, calibration_subset, shared_dir  # noqa: E402
 from evaluate import top1  # noqa: E402
-from onnxprune import prune  # noqa: E402
+from onnxprune import PruneConfig, calibration_feeds  # noqa: E402
+from onnxprune.graph.io import load_model  # noqa: E402
+from onnxprune.pruning.allocation import unit_eps_l2  # noqa: E402
+from onnxprune.pruning.once import prune_once  # noqa: E402
 
 MODEL = "resnet18_cifar10"
 
@@ -61,15 +63,13 @@ def silenced(mode: str, unit) -> bool:
     return False
 
 
-def patch(mode: str) -> None:
-    unit_eps_l2 = engine.unit_eps_l2
-
+def unit_eps(mode: str):
+    """The study's ε_L2 per unit: the default allocation, with some units silenced or scaled."""
     def eps_of_units(channels, units, config):
         eps = unit_eps_l2(channels, units, config)
         factor = float(mode[5:]) if mode.startswith("scale") else 1.0
         return {u.index: 1e-9 if silenced(mode, u) else eps[u.index] * (factor if is_stream(u) else 1.0) for u in units}
-
-    engine.unit_eps_l2 = eps_of_units
+    return eps_of_units
 
 
 def forward(model: Path | bytes, x: np.ndarray) -> list[np.ndarray]:
@@ -133,7 +133,6 @@ def main() -> None:
     samples = int(options.pop("samples", 1024))
     if "max_samples" not in options:
         options["max_samples"] = samples
-    patch(mode)
     load = DATASETS[MODEL]
     x_train = load("train")[0]
     calib = calibration_subset(x_train, samples, 0)
@@ -144,7 +143,10 @@ def main() -> None:
         return
     baseline = top1(path, x_test, y_test)
     start = time.time()
-    model, report = prune(path, calib, **options)
+    config = PruneConfig(**options)
+    model = load_model(path)
+    model, report = prune_once(model, calibration_feeds(model, calib, config), config, lambda line: None,
+                               unit_eps=unit_eps(mode))
     out = Path(f"/tmp/resnet_study_{mode}.onnx")
     onnx.save(model, out)
     accuracy = top1(out, x_test, y_test)

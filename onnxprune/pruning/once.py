@@ -19,13 +19,16 @@ from onnxprune.measure.counts import count_params
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.measure.verify import verify_model
 from onnxprune.ops import Layer, node_macs
-from onnxprune.pruning.walk import Pruner
+from onnxprune.pruning.allocation import unit_eps_l2
+from onnxprune.pruning.walk import Pruner, UnitEps
 from onnxprune.report import LayerReport, Report
 
 
 def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,
-                say: Callable[[str], None], started: float | None = None) -> tuple[onnx.ModelProto, Report]:
-    """One walk with one configuration: the pruned, verified model and its report."""
+                say: Callable[[str], None], started: float | None = None, *,
+                unit_eps: UnitEps = unit_eps_l2) -> tuple[onnx.ModelProto, Report]:
+    """One walk with one configuration: the pruned, verified model and its report. ``unit_eps``
+    prices each unit's ε_L2 (see :class:`onnxprune.pruning.walk.Pruner`)."""
     started = time.perf_counter() if started is None else started
     sizes = input_sizes(model, feeds)  # symbolic H/W counted at the calibration data's size
     shapes = tensor_shapes(model, sizes)
@@ -40,7 +43,8 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
         "out": {layer.name: layer.out_channels for layer in channels.layers},
     }
     seconds: dict[str, float] = {}
-    with Pruner(original, pruned, channels, feeds, config) as pruner:  # its activations on disk go, whatever happens
+    with Pruner(original, pruned, channels, feeds, config, unit_eps=unit_eps) as pruner:  # its disk files go, whatever happens
+        pruner.gather_lookahead()
         for index, layer in enumerate(channels.layers, start=1):
             layer_start = time.perf_counter()
             note = pruner.step(layer)

@@ -12,6 +12,7 @@ refit on the pruned network's actual inputs to reproduce the original layer's ke
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -31,9 +32,16 @@ from onnxprune.solve.problem import LayerProblem, normalise
 from onnxprune.solve.refit import refit
 
 
+UnitEps = Callable[[ChannelGraph, list[Unit], PruneConfig], dict[int, float]]
+
+
 class Pruner:
+    """The walk's state: both networks, their runners over one activation store, the units and
+    which are decided. ``unit_eps`` gives each unit's ε_L2 (allocation.unit_eps_l2 by default;
+    studies of the allocation pass their own)."""
+
     def __init__(self, original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,
-                 feeds: dict[str, np.ndarray], config: PruneConfig) -> None:
+                 feeds: dict[str, np.ndarray], config: PruneConfig, *, unit_eps: UnitEps = unit_eps_l2) -> None:
         self.original, self.pruned, self.channels, self.config = original, pruned, channels, config
         self.feeds = feeds
         self.original_layers = {node.name: Layer(node) for node in original.nodes}
@@ -41,7 +49,7 @@ class Pruner:
         self.units = channels.units()
         self.unit_of = {layer.name: unit for unit in self.units for layer in unit.consumers}
         self.decided: set[int] = set()
-        self.eps_l2 = unit_eps_l2(channels, self.units, config)
+        self.eps_l2 = unit_eps(channels, self.units, config)
         self.rng = np.random.default_rng(config.seed)
         # Both runners share one store, so the memory budget covers both networks' activations;
         # the calibration inputs are shared, not copied.
@@ -51,6 +59,11 @@ class Pruner:
         self.runner_original = SegmentRunner(original, inputs, self.store, batch_size=config.batch_size)
         self.runner_pruned = SegmentRunner(pruned, inputs, self.store, batch_size=config.batch_size)
         self.timings = {"statistics": 0.0, "solve": 0.0, "refit": 0.0, "rewrite": 0.0}
+        self.lookahead: dict[str, LayerProblem] = {}
+
+    def gather_lookahead(self) -> None:
+        """One streamed pass over the original network: the statistics of every unit's later
+        readers (call it once, before the first step)."""
         self.lookahead = self._lookahead_statistics()
 
     def close(self) -> None:
@@ -107,17 +120,37 @@ class Pruner:
         return problems
 
     def _decide(self, unit: Unit, first: Layer) -> str:
+        """Choose the unit's channels at its first reader, remove the others everywhere, refit the reader."""
         self.decided.add(unit.index)
-        n_unit = len(unit.classes) + len(unit.frozen_classes)
         t0 = time.perf_counter()
         rows_before = self._out_rows(first)
-        problem = self._statistics(first, self._unit_features(unit, first, self.channels.maps), n_unit, rows_before)
+        problems = self._unit_problems(unit, first, rows_before)
         t1 = time.perf_counter()
+        scores, keep, how = self._choose(unit, problems)
+        self.timings["statistics"] += t1 - t0
+        self.timings["solve"] += time.perf_counter() - t1
+        removed = self._remove(unit, keep, scores)
+        problem, rows = problems[0], self._out_rows(first)
+        if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
+            problem = restrict_targets(problem, rows if rows_before is None else rows[rows_before])
+        self._install(first, problem, keep)
+        shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
+        return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
+                f"({problem.n_samples} rows, {how}{shared})")
+
+    def _unit_problems(self, unit: Unit, first: Layer, rows_before: np.ndarray | None) -> list[LayerProblem]:
+        """The regression of every reader of the unit: the first on the pruned network's actual
+        inputs, the later ones from the look-ahead pass over the original network."""
+        n_unit = len(unit.classes) + len(unit.frozen_classes)
+        problem = self._statistics(first, self._unit_features(unit, first, self.channels.maps), n_unit, rows_before)
         later = [self.lookahead.pop(layer.name) for layer in unit.consumers[1:]]
         # A later consumer's outputs were decided earlier if it is also a producer of this unit.
         later = [restrict_targets(p, rows) if (rows := self._out_rows(layer)) is not None else p
                  for p, layer in zip(later, unit.consumers[1:])]
-        problems = [problem] + later
+        return [problem] + later
+
+    def _choose(self, unit: Unit, problems: list[LayerProblem]) -> tuple[np.ndarray, np.ndarray, str]:
+        """(scores, keep mask over the unit's local channels, what was done)."""
         normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
         candidates = Candidates(unit, problems, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
                                 lambda: [self._original_weight(layer, p.n_features)
@@ -125,8 +158,11 @@ class Pruner:
         scores, keep, how = choose(candidates, self.config)
         keep = keep_at_least(keep, scores, unit, self.channels, self.config.min_keep)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
-        self.timings["statistics"] += t1 - t0
-        self.timings["solve"] += time.perf_counter() - t1
+        return scores, keep, how
+
+    def _remove(self, unit: Unit, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Remove the classes ``keep`` drops from the pruned graph and its cached activations
+        (``keep`` is widened in place where a tensor would lose every channel); the removed classes."""
         removed = unit.classes[~keep[:len(unit.classes)]]
         index = unit.local_index
         for classes in self.channels.emptied(removed):
@@ -135,18 +171,12 @@ class Pruner:
             keep[local[int(np.argmax(scores[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
         if removed.size:
-            t2 = time.perf_counter()
+            start = time.perf_counter()
             keep_of = remove_classes(self.channels, self.pruned, removed)
             for name, mask in keep_of.items():
                 self.runner_pruned.drop_channels(name, mask)
-            self.timings["rewrite"] += time.perf_counter() - t2
-        rows = self._out_rows(first)
-        if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
-            problem = restrict_targets(problem, rows if rows_before is None else rows[rows_before])
-        self._install(first, problem, keep)
-        shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
-        return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
-                f"({problem.n_samples} rows, {how}{shared})")
+            self.timings["rewrite"] += time.perf_counter() - start
+        return removed
 
     def _producer_rows(self, unit: Unit) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each layer producing some of the unit's channels: (original weight rows, unit channel of each row or -1)."""

@@ -23,6 +23,7 @@ class LayerReport:
     macs_after: int
     seconds: float = 0.0
     frozen: str | None = None  # why this layer's input channels were not pruned
+    kept: dict[str, str] = field(default_factory=dict)  # why all "in"/"out" channels stay when `frozen` does not say
 
 
 @dataclass(frozen=True)

@@ -166,11 +166,38 @@ def nhwc_round_trip(net: Net, x: str, c: int) -> tuple[str, int]:
     return net.conv_bn(y, c, 8), 8
 
 
+def conv_transpose(net: Net, x: str, c: int, depthwise: bool = False) -> tuple[str, int]:
+    """A DBNet-style upsampler: ConvTranspose (k 2, stride 2, bias) -> BN -> ReLU, a 2x2 max-pool
+    back to size, then a conv. Group 1: its output channels are new (pruned by the conv after),
+    its input channels are frozen (nothing refits it). Depthwise: channel c to channel c."""
+    name = net.name("deconv")
+    group, c_out = (c, c) if depthwise else (1, 8)
+    w = (net.rng.standard_normal((c, c_out // group, 2, 2)) * np.sqrt(1.0 / c)).astype(np.float32)
+    b = (0.1 * net.rng.standard_normal(c_out)).astype(np.float32)
+    y = net.node("ConvTranspose", name, [x, net.const(f"{name}.weight", w), net.const(f"{name}.bias", b)],
+                 kernel_shape=[2, 2], strides=[2, 2], group=group)
+    y = net.node("Relu", net.name("relu"), [net.bn(f"{name}_bn", y, c_out)])
+    y = net.node("MaxPool", net.name("pool"), [y], kernel_shape=[2, 2], strides=[2, 2])
+    return net.conv_bn(y, c_out, 8), 8
+
+
+def conv_transpose_dw(net: Net, x: str, c: int) -> tuple[str, int]:
+    return conv_transpose(net, x, c, depthwise=True)
+
+
+def softmax_spatial(net: Net, x: str, c: int, axis: int = 3) -> tuple[str, int]:
+    """Softmax over the last (width) axis: each channel alone, so channels pass through it
+    (axis=1 normalises across channels and freezes them)."""
+    y = net.node("Softmax", net.name("softmax"), [x], axis=axis)
+    return net.conv_bn(y, c, 8), 8
+
+
 PIECES = {
     "plain": plain, "residual": residual, "bottleneck": bottleneck, "inverted_residual": inverted_residual,
     "dense": dense, "fire": fire, "squeeze_excite": squeeze_excite, "split_paths": split_paths,
     "slice_half": slice_half, "grouped": grouped, "shuffle": shuffle, "pad_resize": pad_resize,
-    "transpose_hw": transpose_hw, "nhwc_round_trip": nhwc_round_trip,
+    "transpose_hw": transpose_hw, "nhwc_round_trip": nhwc_round_trip, "conv_transpose": conv_transpose,
+    "conv_transpose_dw": conv_transpose_dw, "softmax_spatial": softmax_spatial,
 }
 
 

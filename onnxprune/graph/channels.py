@@ -97,6 +97,25 @@ class ChannelGraph:
         reasons = [self.frozen.get(int(c)) for c in np.unique(classes)]
         return None if any(r is None for r in reasons) else reasons[0]
 
+    def output_kept_reason(self, layer: Layer) -> str | None:
+        """Why every output channel of the layer stays whatever GES decides (None: some can go):
+        they are frozen downstream (a graph output, a producer nothing refits, an op without a
+        rule), or no layer GES refits reads them, so no unit decides them."""
+        name = layer.node.outputs[0].name
+        classes = self.classes(name)
+        if classes is None:
+            return f"the channels of '{name}' are not tracked"
+        classes = np.unique(classes)
+        reasons = [self.frozen.get(int(c)) for c in classes]
+        if all(r is not None for r in reasons):
+            return reasons[0]
+        read = [self.input_classes(other) for other in self.layers]
+        read = np.concatenate([c for c in read if c is not None] or [np.zeros(0, dtype=np.int64)])
+        open_classes = [c for c, r in zip(classes, reasons) if r is None]
+        if not np.isin(open_classes, read).any():
+            return f"no layer that GES refits reads the channels of '{name}'"
+        return None
+
     def units(self) -> list[Unit]:
         """Connected components of (layer, prunable class) reads, in order of first consumer."""
         reads = {}
@@ -156,13 +175,15 @@ class ChannelGraph:
             if n_in is not None and n_in.size:
                 total += scale * count(layer.node.inputs[0].name) * layer.weight.size / n_in.size
             total += scale * count(layer.node.outputs[0].name) * (layer.weight.size / layer.out_channels + 1)
-        if layer_scale is not None:
-            return total
         for name, coupling in self.couplings.items():
-            out = self.nodes[name].outputs[0].name
+            node = self.nodes[name]
+            out = node.outputs[0].name
             for constant, axis in coupling.params:
-                values = np.asarray(constant.values)
-                total += count(out) * values.size / values.shape[axis]
+                # A producer's weight (a ConvTranspose) costs MACs; scales and biases cost none.
+                cost = 1.0 if layer_scale is None else RULES[node.op].param_macs(node, constant, self.shapes)
+                if cost:
+                    values = np.asarray(constant.values)
+                    total += cost * count(out) * values.size / values.shape[axis]
         return total
 
 
@@ -213,6 +234,10 @@ def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
                 freeze(fresh_for(tensor), reason)
             continue
         result.couplings[node.name] = coupling
+        for index, n in coupling.fresh.items():  # a producer's new channels
+            coupling.outputs[index] = uf.fresh(n)
+        for ids, reason in coupling.freeze:
+            freeze(ids, reason)
         for tensor, ids in zip(node.outputs, coupling.outputs):
             if ids is not None:
                 result.maps[tensor.name] = ids
@@ -237,6 +262,6 @@ def _apply_rule(node: gs.Node, in_maps: list, shapes: dict[str, tuple]) -> Coupl
         return refused
     data = in_maps[:1] if rule.data_inputs == "first" else [m for m, t in zip(in_maps, node.inputs)
                                                             if not isinstance(t, gs.Constant)]
-    if not data or any(m is None for m in (data if rule.all_tracked else data[:1])):
+    if not data or any(m is None for m in (data if rule.all_tracked else data[:1])) and not rule.untracked_ok:
         return "its input channels are not tracked"
     return rule.couple(node, in_maps, shapes)

@@ -12,11 +12,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, sole_consumer
-from onnxprune.ops.channelwise import ACTIVATIONS, POOLS, BatchNormalization, Channelwise, InstanceNormalization, PRelu
+from onnxprune.ops.channelwise import (ACTIVATIONS, POOLS, BatchNormalization, Channelwise, InstanceNormalization, PRelu,
+                                      Softmax)
 from onnxprune.ops.elementwise import ELEMENTWISE, Elementwise
 from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, Slice, Split,
                                   Squeeze, Transpose)
-from onnxprune.ops.linear import LINEAR, ConvGeometry, Layer, Linear, as_layer
+from onnxprune.ops.linear import LINEAR, ConvGeometry, ConvTranspose, Layer, Linear, as_layer
 
 _REDUCTIONS = "ReduceMean ReduceMax ReduceMin ReduceSum ReduceL2 ReduceL1".split()
 
@@ -25,8 +26,11 @@ RULES: dict[str, OpRule] = {
     "BatchNormalization": BatchNormalization(),
     "InstanceNormalization": InstanceNormalization(),
     "PRelu": PRelu(),
+    "Softmax": Softmax(),
+    "LogSoftmax": Softmax(),
     **dict.fromkeys(ELEMENTWISE, Elementwise()),
     **LINEAR,  # a node that is a layer is handled by the walk; these entries see the rest
+    "ConvTranspose": ConvTranspose(),  # a producer of new channels that nothing refits
     "Concat": Concat(),
     "Split": Split(),
     "Slice": Slice(),
@@ -44,7 +48,7 @@ RULES: dict[str, OpRule] = {
 
 def node_macs(node: gs.Node, shapes: Shapes) -> int:
     """Multiply-accumulates of one node for a single sample (0 for the ops that have none)."""
-    rule = LINEAR.get(node.op)
+    rule = RULES.get(node.op)
     return 0 if rule is None else rule.macs(node, shapes)
 
 

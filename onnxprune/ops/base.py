@@ -30,12 +30,18 @@ class Coupling:
     unify : pairs of id vectors of equal length whose ids are the same channels.
     params : (constant, axis) for each constant that holds one value per channel on that axis.
     entry : an op's own note for its shrink (Slice: which entry of starts/ends is the channel axis).
+    fresh : output index -> channel count, for a producer whose outputs are new channels (not its
+        inputs'): the analysis gives that output fresh ids (and sets ``outputs`` to them).
+    freeze : (ids, reason) for channels the node reads but cannot drop (a producer nothing refits):
+        they are kept, and the reason is what the report says of them.
     """
 
     outputs: list[np.ndarray | None]
     unify: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     params: list[tuple[gs.Constant, int]] = field(default_factory=list)
     entry: int = 0
+    fresh: dict[int, int] = field(default_factory=dict)
+    freeze: list[tuple[np.ndarray, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,13 @@ class OpRule:
     data_inputs : "first" when input 0 alone carries channels (the others are parameters or
         shapes), "all" when every non-constant input does (element-wise ops, Concat).
     all_tracked : whether every data input must have tracked channels (Concat) or the first will do.
+    untracked_ok : whether ``couple`` is asked even when the first input's channels are not tracked
+        (a producer of new channels; its ``maps[0]`` is then None).
     """
 
     data_inputs = "first"
     all_tracked = False
+    untracked_ok = False
 
     def refuse(self, node: gs.Node, shapes: Shapes) -> str | None:
         """A reason to freeze the node before its inputs' channels are looked at (None: go on)."""
@@ -75,6 +84,15 @@ class OpRule:
         if keep_out is not None:
             for constant, axis in coupling.params:
                 constant.values = slice_per_channel(np.asarray(constant.values), keep_out, axis)
+
+    def macs(self, node: gs.Node, shapes: Shapes) -> int:
+        """Multiply-accumulates for a single sample (0: the op has none worth counting)."""
+        return 0
+
+    def param_macs(self, node: gs.Node, constant: gs.Constant, shapes: Shapes) -> float:
+        """MACs per sample that each value of one of the node's per-channel constants costs (0 for
+        scales and biases; a producer's weight costs its uses per sample)."""
+        return 0.0
 
     def output_gain(self, node: gs.Node, n_channels: int) -> np.ndarray | None:
         """When this node alone reads a layer's output: how much an error on each of its channels

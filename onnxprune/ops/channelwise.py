@@ -66,3 +66,19 @@ class BatchNormalization(Channelwise):
             return False
         mean.values = np.ascontiguousarray((mean.values - bias).astype(mean.values.dtype))
         return True
+
+
+class Softmax(Channelwise):
+    """Softmax/LogSoftmax over an axis other than the channel axis (a spatial one) treats each
+    channel alone. The check holds at every opset: before 13 the op flattens the axes from
+    ``axis`` on, which reaches the channels only when axis <= 1."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        rank = rank_of(node.inputs[0], shapes)
+        if "axis" not in node.attrs:
+            return "no axis attribute: its default (1 before opset 13, -1 after) may be the channel axis"
+        if rank is None:
+            return "input rank unknown"
+        if node.attrs["axis"] % rank < 2:
+            return f"axis {node.attrs['axis']} of a rank-{rank} input normalises across channels"
+        return super().couple(node, maps, shapes)

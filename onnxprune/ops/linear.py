@@ -223,6 +223,62 @@ class MatMul(Gemm):
 LINEAR: dict[str, Linear] = {"Conv": Conv(), "Gemm": Gemm(), "MatMul": MatMul()}
 
 
+class ConvTranspose(OpRule):
+    """y = ConvTranspose(x, W) + b, W stored (in, out/group, kh, kw): a producer nothing refits.
+
+    With group 1 its output channels are new ones (fresh ids): the units that read them prune
+    them (weight axis 1 and the bias are sliced, the readers are refit), while its input channels
+    stay, frozen, because removing one would change outputs nothing refits. A depthwise one
+    (group = channels, weight (C, 1, kh, kw)) maps channel c to channel c, as a depthwise Conv.
+    """
+
+    untracked_ok = True  # its outputs are new channels even when its input's are not tracked
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        if not isinstance(weight, gs.Constant):
+            return "its weight is not a constant initializer"
+        if len(weight.outputs) > 1:
+            return f"weight '{weight.name}' is shared with other nodes"
+        w = np.asarray(weight.values)
+        if w.ndim < 3:
+            return f"weight of rank {w.ndim}"
+        group, ids = node.attrs.get("group", 1), maps[0]
+        if group != 1:
+            if ids is None or group != ids.size or w.shape[:2] != (ids.size, 1):
+                return f"grouped ConvTranspose (group={group}, weight {w.shape}) is not depthwise"
+            params = constant_params(node, (2,), ids.size, 2)
+            return params if isinstance(params, str) else Coupling([ids], params=[(weight, 0)] + params)
+        if ids is not None and ids.size != w.shape[0]:
+            return f"it reads {w.shape[0]} channels, its input has {ids.size}"
+        params = constant_params(node, (2,), w.shape[1], 2)
+        if isinstance(params, str):
+            return params
+        freeze = [] if ids is None else [(ids, f"ConvTranspose '{node.name}' reads them and is not refit")]
+        return Coupling([None] * len(node.outputs), params=[(weight, 1)] + params, fresh={0: int(w.shape[1])},
+                        freeze=freeze)
+
+    def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        super().shrink(node, coupling, edit)  # output channels: weight axis 1 (axis 0 if depthwise), bias
+        if node.attrs.get("group", 1) != 1:
+            if (keep_out := edit.keep(node.outputs[0])) is not None:
+                node.attrs["group"] = int(keep_out.sum())
+        elif (keep_in := edit.keep(node.inputs[0])) is not None:  # not reached while its inputs are frozen
+            node.inputs[1].values = slice_per_channel(np.asarray(node.inputs[1].values), keep_in, 0)
+
+    def uses_per_weight(self, node: gs.Node, shapes: Shapes) -> int | None:
+        # Each weight (in, out/group, kh, kw) is used once per input pixel.
+        shape = shapes.get(node.inputs[0].name)
+        return None if shape is None or not is_fixed(shape[2:]) else int(np.prod(shape[2:]))
+
+    macs = Linear.macs
+
+    def param_macs(self, node: gs.Node, constant: gs.Constant, shapes: Shapes) -> float:
+        if constant is not node.inputs[1]:
+            return 0.0
+        return float(self.uses_per_weight(node, shapes) or 0)
+
+
 @dataclass(eq=False)
 class Layer:
     """A Conv or Gemm/MatMul node with a constant weight, seen as y = W x + b over channels."""

@@ -62,6 +62,7 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     return result, report
 
 
+GES_KEPT_ALL = "GES kept every channel at this eps_l2"
 
 
 def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_layers: dict[str, Layer],
@@ -72,13 +73,19 @@ def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_laye
     layers = []
     for layer in channels.layers:
         name = layer.name
+        frozen = channels.frozen_reason(layer)
+        kept = {}  # every channel that stays says why
+        if frozen is None and layer.in_channels == before["in"][name]:
+            kept["in"] = GES_KEPT_ALL
+        if layer.out_channels == before["out"][name]:
+            kept["out"] = channels.output_kept_reason(layer) or GES_KEPT_ALL
         layers.append(LayerReport(
             name=name, op_type=original_layers[name].node.op,
             channels_before=before["out"][name], channels_after=layer.out_channels,
             in_channels_before=before["in"][name], in_channels_after=layer.in_channels,
             params_before=_layer_params(original_layers[name]), params_after=_layer_params(layer),
             macs_before=before["macs"][name], macs_after=node_macs(layer.node, final_shapes),
-            seconds=round(seconds.get(name, 0.0), 3), frozen=channels.frozen_reason(layer),
+            seconds=round(seconds.get(name, 0.0), 3), frozen=frozen, kept=kept,
         ))
     return Report(
         params_before=before["params"], params_after=count_params(final_graph),

@@ -1,0 +1,104 @@
+"""Op coverage beyond the layers: producers nothing refits (ConvTranspose), Softmax over a
+spatial axis, and the rule that every channel that stays says why in the report.
+
+The zero-weight check (test_branches.remove_zeroed_channels) covers each new piece; here are the
+facts it cannot see: which channels are frozen and why, the MACs and parameters a producer
+controls, and the report's reasons.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxprune
+from builders import random_inputs, run
+from onnxprune.ops import RULES, node_macs
+from onnxprune.pruning.allocation import _output_pixels
+from test_branches import _analysed, assert_same_outputs, remove_zeroed_channels
+from topologies import PIECES, build
+
+
+def _node(graph, op):
+    return next(node for node in graph.nodes if node.op == op)
+
+
+@pytest.mark.parametrize("piece", ["conv_transpose", "conv_transpose_dw", "softmax_spatial"])
+def test_zeroed_channels_through_new_ops(piece):
+    reference, pruned, chosen = remove_zeroed_channels(build(["plain", piece, "plain"]), seed=3, fraction=0.5)
+    assert chosen.size > 0
+    assert_same_outputs(reference, pruned)
+
+
+def test_conv_transpose_outputs_are_pruned_inputs_frozen_with_reason():
+    _, graph, channels = _analysed(build(["plain", "conv_transpose"]))
+    deconv = _node(graph, "ConvTranspose")
+    out = channels.classes(deconv.outputs[0].name)
+    assert out.size == 8 and not any(int(c) in channels.frozen for c in out)  # new channels, prunable
+    reasons = {channels.frozen.get(int(c)) for c in channels.classes(deconv.inputs[0].name)}
+    assert reasons == {f"ConvTranspose '{deconv.name}' reads them and is not refit"}
+    producer = next(layer for layer in channels.layers if layer.name == "conv2")
+    assert channels.output_kept_reason(producer) == f"ConvTranspose '{deconv.name}' reads them and is not refit"
+    # The unit of its outputs is decided by the conv that reads them.
+    unit = next(u for u in channels.units() if np.isin(out, u.classes).all())
+    assert [layer.name for layer in unit.consumers] == ["conv6"]  # after deconv3, relu4, pool5
+
+
+def test_conv_transpose_rows_count_in_params_and_macs():
+    _, graph, channels = _analysed(build(["plain", "conv_transpose"]))
+    deconv = _node(graph, "ConvTranspose")
+    w = np.asarray(deconv.inputs[1].values)
+    in_hw = channels.shapes[deconv.inputs[0].name][2:]
+    # weight elements x input pixels: 8 x 8 x 2 x 2 weights, each used at 16 x 16 input pixels.
+    assert node_macs(deconv, channels.shapes) == w.size * in_hw[0] * in_hw[1] == 256 * 256
+    out = np.unique(channels.classes(deconv.outputs[0].name))
+    reader = next(layer for layer in channels.layers if layer.name == "conv6")
+    # Its weight rows, bias and BN entries, and the reader's columns.
+    assert channels.params_controlled(out) == w.size + 8 + 4 * 8 + reader.weight.size
+    scale = _output_pixels(channels.layers, channels.shapes)
+    assert channels.params_controlled(out, scale) == w.size * 256 + reader.weight.size * scale["conv6"]
+
+
+def test_non_depthwise_grouped_conv_transpose_freezes_with_reason():
+    model = build(["plain", "conv_transpose"])
+    node = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
+    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
+    values = onnx.numpy_helper.to_array(weight)[:, :4]  # (8, 4, 2, 2), group 2: 8 outputs
+    weight.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(values), weight.name))
+    next(a for a in node.attribute if a.name == "group").i = 2
+    _, _, channels = _analysed(model)
+    assert any("grouped ConvTranspose (group=2" in r for r in channels.frozen.values())
+
+
+@pytest.mark.parametrize("axis, prunable", [(3, True), (-1, True), (1, False)])
+def test_softmax_passes_channels_only_off_the_channel_axis(axis, prunable):
+    _, graph, channels = _analysed(build(["plain", ("softmax_spatial", {"axis": axis})]))
+    softmax = _node(graph, "Softmax")
+    classes = channels.classes(softmax.inputs[0].name)
+    assert (int(classes[0]) not in channels.frozen) == prunable
+    if not prunable:
+        assert "normalises across channels" in channels.frozen[int(classes[0])]
+
+
+def test_activation_rules_are_registered():
+    for op in ("HardSwish", "HardSigmoid", "Mish", "Softmax", "LogSoftmax", "ConvTranspose"):
+        assert op in RULES
+
+
+def test_every_kept_channel_says_why():
+    """A DBNet-style conv -> BN -> ReLU -> ConvTranspose: the conv keeps all its output channels
+    because the ConvTranspose is not refit, and the report says so."""
+    model = build(["plain", "conv_transpose", "plain"])
+    x = random_inputs(model, 48)
+    pruned, report = onnxprune.prune(model, x, rows_per_layer=2048, eps_l2=1e-6)  # GES keeps nearly all
+    assert run(pruned, x[:2]).shape == (2, 10)
+    for layer in report.layers:
+        if layer.in_channels_after == layer.in_channels_before:
+            assert layer.frozen or layer.kept.get("in"), layer
+        if layer.channels_after == layer.channels_before:
+            assert layer.kept.get("out"), layer
+    layers = {layer.name: layer for layer in report.layers}
+    assert "reads them and is not refit" in layers["conv2"].kept["out"]
+    assert layers["fc"].kept["out"] == "tensor 'logits' is a graph output"
+    assert "conv_transpose" in PIECES

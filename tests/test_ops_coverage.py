@@ -102,3 +102,18 @@ def test_every_kept_channel_says_why():
     assert "reads them and is not refit" in layers["conv2"].kept["out"]
     assert layers["fc"].kept["out"] == "tensor 'logits' is a graph output"
     assert "conv_transpose" in PIECES
+
+
+def test_filter_norms_score_a_conv_transpose_outputs():
+    """The L1 selector scores a producer nothing refits by its own filters: it keeps the strong ones."""
+    model = build(["plain", "conv_transpose", "plain"])
+    node = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
+    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
+    values = onnx.numpy_helper.to_array(weight).copy()
+    strong = [1, 2, 5, 6]
+    values[:, strong] *= 50.0
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    pruned, _ = onnxprune.prune(model, random_inputs(model, 48), rows_per_layer=2048, selector="l1",
+                                keep_fraction=0.5)
+    kept = onnx.numpy_helper.to_array(next(i for i in pruned.graph.initializer if i.name == node.input[1]))
+    np.testing.assert_array_equal(kept, values[:, strong])  # not refit: the strong filters, as they were

@@ -94,6 +94,11 @@ class OpRule:
         scales and biases; a producer's weight costs its uses per sample)."""
         return 0.0
 
+    def producer_rows(self, node: gs.Node) -> np.ndarray | None:
+        """For a producer of new channels (``Coupling.fresh``): its weight as (output channel, -1),
+        what filter-norm selectors score (None: it has none)."""
+        return None
+
     def output_gain(self, node: gs.Node, n_channels: int) -> np.ndarray | None:
         """When this node alone reads a layer's output: how much an error on each of its channels
         is amplified (None: not known, taken as uniform)."""

@@ -273,6 +273,10 @@ class ConvTranspose(OpRule):
 
     macs = Linear.macs
 
+    def producer_rows(self, node: gs.Node) -> np.ndarray | None:
+        weight = np.asarray(node.inputs[1].values)  # (in, out, kh, kw) with group 1
+        return np.moveaxis(weight, 1, 0).reshape(weight.shape[1], -1)
+
     def param_macs(self, node: gs.Node, constant: gs.Constant, shapes: Shapes) -> float:
         if constant is not node.inputs[1]:
             return 0.0

@@ -25,7 +25,7 @@ from onnxprune.calib.store import MB, ActivationStore, same_values
 from onnxprune.config import PruneConfig
 from onnxprune.pruning.allocation import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
 from onnxprune.graph.channels import ChannelGraph, Unit
-from onnxprune.ops import Layer, output_gain
+from onnxprune.ops import RULES, Layer, output_gain
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
 from onnxprune.solve.problem import LayerProblem, normalise
@@ -190,6 +190,16 @@ class Pruner:
             local = np.array([unit.local_index.get(int(r), -1) for r in roots])
             if (local >= 0).any():
                 rows.append((original.weight.reshape(original.out_channels, -1), local))
+        originals = {node.name: node for node in self.original.nodes}
+        for name, coupling in self.channels.couplings.items():  # producers nothing refits (ConvTranspose)
+            node = originals.get(name)
+            if not coupling.fresh or node is None or node.outputs[0].name not in self.original_maps:
+                continue
+            weight = RULES[node.op].producer_rows(node)
+            local = np.array([unit.local_index.get(int(r), -1)
+                              for r in self.channels.root_of[self.original_maps[node.outputs[0].name]]])
+            if weight is not None and weight.shape[0] == local.size and (local >= 0).any():
+                rows.append((weight, local))
         return rows
 
     def _original_weight(self, layer: Layer, n_features: int) -> np.ndarray:

@@ -289,3 +289,44 @@ def test_peak_memory_is_read_after_the_measurements(monkeypatch):
     monkeypatch.setattr(api, "peak_memory_mb", lambda: 2.0 if measured else 1.0)
     _, report = _prune(_head_model("batch", reshape_to=[-1, 12]), _calib(20), eps_l2=2.0, check=True)
     assert measured and report.peak_memory_mb == 2.0
+
+
+# --- shapes that only a run knows (corpus: YOLO's C2f, torch's chunk) -----------------------------
+
+
+def _computed_slice_model(seed: int = 0) -> onnx.ModelProto:
+    """conv1 (3->8) -> relu1 -> Slice of the top half of H, its end computed as Shape(x)[2] / 2 (torch's
+    ``chunk``: shape inference cannot follow the Div) -> conv2 (8->12) -> relu2 -> gap -> flatten -> fc."""
+    b = _Builder(seed)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
+    h = b.node("Gather", "h", [b.node("Shape", "shape", [x]), b.const("two", np.array([2], dtype=np.int64))])
+    half = b.node("Div", "half", [h, b.const("halver", np.array([2], dtype=np.int64))])
+    x = b.node("Slice", "top", [x, b.const("zero", np.array([0], dtype=np.int64)), half,
+                                b.const("axis_h", np.array([2], dtype=np.int64))])
+    x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True)])
+    x = b.node("Flatten", "flatten", [b.node("GlobalAveragePool", "gap", [x])], axis=1)
+    b.gemm("fc", x, 12, 10, output=OUTPUT)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, 3, 8, 8])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 10])]
+    model = helper.make_model(helper.make_graph(b.nodes, "computed_slice", inputs, outputs, initializer=b.initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_shapes_that_inference_cannot_follow_are_read_from_one_run():
+    from onnxprune.graph.io import to_graph
+    from onnxprune.graph.shapes import tensor_shapes
+    from onnxprune.ops import node_macs
+
+    model = onnx.shape_inference.infer_shapes(_computed_slice_model())
+    known = {vi.name: vi for vi in model.graph.value_info}
+    dims = known["conv2_out"].type.tensor_type.shape.dim if "conv2_out" in known else []
+    assert not all(d.HasField("dim_value") for d in dims)  # the premise: inference leaves H unknown
+    shapes = tensor_shapes(model)
+    assert shapes["top_out"] == (1, 8, 4, 8) and shapes["conv2_out"] == (1, 12, 4, 8)
+    conv2 = next(n for n in to_graph(model).nodes if n.name == "conv2")
+    assert node_macs(conv2, shapes) == 12 * 8 * 9 * 4 * 8
+    _, report = _prune(model, _calib(16), eps_l2=2.0)
+    assert report.macs_before == 8 * 3 * 9 * 64 + 12 * 8 * 9 * 32 + 12 * 10

@@ -45,7 +45,14 @@ def tensor_shapes(model: onnx.ModelProto, sizes: Mapping[str, list] | None = Non
     ``sizes`` (from :func:`input_sizes`) sets inputs' symbolic dims first and infers again, with
     data propagation so that shapes computed from Shape (Reshape targets, Resize sizes) follow; without
     it the model's own value_info is read as it is (check_model filled it in).
+
+    Where inference still leaves a node's input or output without a full shape (past its batch
+    dim) — a Slice whose bounds are computed from Shape, as torch writes ``chunk``; a Reshape to a
+    computed target — the model is run once on one sample of zeros at the size counted and those
+    tensors' shapes are read from the run (:func:`_measured_shapes`), so that no layer counts 0 MACs
+    for want of a shape that a run knows.
     """
+    weighted = model
     if sizes:
         model = _inferred_at(model, sizes)
     shapes = {}
@@ -53,7 +60,58 @@ def tensor_shapes(model: onnx.ModelProto, sizes: Mapping[str, list] | None = Non
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
             shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                       for d in info.type.tensor_type.shape.dim)
+    initializers = {t.name for t in weighted.graph.initializer}
+    unknown = sorted({name for node in weighted.graph.node for name in list(node.input) + list(node.output)
+                      if name and name not in initializers and _incomplete(shapes.get(name))})
+    if unknown:
+        shapes.update(_measured_shapes(weighted, sizes or {}, unknown, shapes))
     return shapes
+
+
+def _incomplete(shape: Shape | None) -> bool:
+    """No shape, or a dim past the first (the batch, free by design) that is not known."""
+    return shape is None or any(d is None for d in shape[1:])
+
+
+def _measured_shapes(model: onnx.ModelProto, sizes: Mapping[str, list], names: list[str],
+                     known: Mapping[str, Shape]) -> dict[str, Shape]:
+    """The shapes of tensors ``names`` in one onnxruntime run on zeros, one sample (or the declared
+    batch), the inputs at ``sizes`` or as declared. When the model's batch is free, a first dim that
+    inference left free stays None (the batch). Empty when the model cannot be run so (then the unknown shapes count 0, as before)."""
+    from onnxprune.runtime import make_session  # runtime imports graph.io; this module is imported by it
+
+    feeds = {}
+    batch_free = False
+    initializers = {t.name for t in model.graph.initializer}
+    elem_to_np = onnx.helper.tensor_dtype_to_np_dtype
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        tt = vi.type.tensor_type
+        dims = list(sizes.get(vi.name) or [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim])
+        batch_free = batch_free or bool(dims) and not (isinstance(dims[0], (int, np.integer)) and dims[0] > 0)
+        dims = [d if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in dims]
+        feeds[vi.name] = np.zeros(dims, dtype=elem_to_np(tt.elem_type))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph_outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in graph_outputs
+                              and name not in feeds)
+    try:
+        session = make_session(probe, threads=1)
+        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+        values = session.run(wanted, feeds)
+    except Exception as exc:  # noqa: BLE001  a model that does not run on zeros: count what inference knows
+        log.debug("shapes by one run failed: %s", exc)
+        return {}
+    measured = {}
+    for name, value in zip(wanted, values):
+        shape = tuple(int(d) for d in np.shape(value))
+        inferred = known.get(name)
+        if batch_free and shape and inferred is not None and len(inferred) == len(shape) and inferred[0] is None:
+            shape = (None,) + shape[1:]  # the free batch stays free
+        measured[name] = shape
+    return measured
 
 
 # Initializers up to this many elements keep their values for inference (shape-like tensors that

@@ -1,7 +1,8 @@
 """Run the CLI over the "models from the wild" corpus (issue 14) and check it independently.
 
     python tools/corpus_models.py                    # build the corpus (once; cached)
-    python tools/corpus.py [--models a,b] [--timeout 300] [--corpus /tmp/onnxprune-corpus]
+    python tools/corpus.py [--models a,b] [--timeout 300] [--timeout-for vgg19=900,...] [--samples 8]
+                           [--corpus /tmp/onnxprune-corpus] [--src CHECKOUT]
                            [--md docs/corpus.md] [--json docs/results/corpus.json]
 
 For every model of the corpus's manifest it runs, in a subprocess,
@@ -101,8 +102,27 @@ def symbolic_batch_copy(src: str, dst: Path) -> str:
     return str(dst)
 
 
+def fewer_samples(calib: str, n: int, dst: Path) -> str:
+    """The first ``n`` calibration samples of ``calib`` written to ``dst`` (``calib`` itself when it has <= n)."""
+    data = np.load(calib, mmap_mode="r")
+    if len(data) <= n:
+        return calib
+    np.save(dst, np.ascontiguousarray(data[:n]))
+    return str(dst)
+
+
+def timeouts_for(spec: str) -> dict[str, float]:
+    """``'vgg19=900,resnet=600'`` -> {substring: seconds}; a model takes the first substring its name contains."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, secs = part.partition("=")
+        out[key] = float(secs)
+    return out
+
+
 def run_model(name: str, entry: dict, work: Path, timeout: float, src: Path = ROOT) -> dict:
-    row: dict = {"model": name, "source": entry.get("source", ""), "opset": entry.get("opset"),
+    row: dict = {"timeout_s": timeout, "samples": int(np.load(entry["calib"], mmap_mode="r").shape[0]),
+                 "model": name, "source": entry.get("source", ""), "opset": entry.get("opset"),
                  "ir_version": entry.get("ir_version"), "shape": entry["shape"], "symbolic": entry.get("symbolic", {})}
     out = work / f"{name}_pruned.onnx"
     rep = work / f"{name}_report.json"
@@ -203,12 +223,12 @@ def write_markdown(rows: list[dict], path: Path, cmdline: str, code: str = "") -
         "Built by `python tools/corpus_models.py` (ONNX model-zoo light graphs with random weights; torchvision",
         "and hand-written PyTorch exports at static batch 1, opsets 9–20), run by `" + cmdline + "`:",
         "each model through `python -m onnxprune MODEL OUT --calib CALIB --report R.json --quiet` at the defaults,",
-        "32 random calibration samples. Counts: the report's figure vs `tools/count.py`'s independent count",
+        "random calibration samples (32 unless the 'samples' column says fewer). Counts: the report's figure vs `tools/count.py`'s independent count",
         "(✓ equal; ✗ report vs count, relative difference). 'frozen' = layers whose input channels were not",
         "pruned / all layers of the report." + (f" Code: {code}." if code else ""),
         "",
-        "| model | opset | status | params before | params after | MACs before | MACs after | removed (params / MACs) | frozen | skipped | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | opset | status | params before | params after | MACs before | MACs after | removed (params / MACs) | frozen | skipped | samples | wall (limit) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r.get("compare", {})
@@ -222,7 +242,7 @@ def write_markdown(rows: list[dict], path: Path, cmdline: str, code: str = "") -
         lines.append(f"| {r['model']} | {r.get('opset')} | {status} | {_cmp_cell(c.get('params_before'))} | "
                      f"{_cmp_cell(c.get('params_after'))} | {_cmp_cell(c.get('macs_before'))} | "
                      f"{_cmp_cell(c.get('macs_after'))} | {removed} | {frozen} | {len(r.get('skipped', {}))} | "
-                     f"{r['wall_s']:.0f}s |")
+                     f"{r.get('samples', 32)} | {r['wall_s']:.0f}s ({r.get('timeout_s', 300):.0f}s) |")
     lines += ["", "## Why layers froze or were skipped", ""]
     if not any(r.get("frozen_kinds") or r.get("skipped_kinds") for r in rows):
         lines.append("(no report: no model finished)")
@@ -268,6 +288,13 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default="/tmp/onnxprune-corpus")
     ap.add_argument("--models", default="", help="comma-separated names (default: all in the manifest)")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--timeout-for", default="",
+                    help="per-model timeouts: comma-separated NAME_SUBSTRING=SECONDS (e.g. vgg19=900,zfnet=900)")
+    ap.add_argument("--samples", type=int, default=0,
+                    help="use only the first N calibration samples of every model (0: all; the big zoo models "
+                         "on 2 shared cores: 8)")
+    ap.add_argument("--samples-for", default="",
+                    help="per-model sample counts: NAME_SUBSTRING=N,... (overrides --samples for those models)")
     ap.add_argument("--symbolic-batch", action="store_true",
                     help="diagnostic: prune a copy of each model whose batch dim is symbolic (N) instead")
     ap.add_argument("--src", default=str(ROOT),
@@ -291,7 +318,13 @@ def main(argv=None) -> int:
     if (Path(args.src) / "COMMIT").exists():
         code = "commit " + (Path(args.src) / "COMMIT").read_text().strip()[:12]
     cmdline = "python tools/corpus.py" + (f" --models {args.models}" if args.models else "") + \
+        (f" --timeout {args.timeout:g}" if args.timeout != 300 else "") + \
+        (f" --timeout-for {args.timeout_for}" if args.timeout_for else "") + \
+        (f" --samples {args.samples}" if args.samples else "") + \
+        (f" --samples-for {args.samples_for}" if args.samples_for else "") + \
         (" --symbolic-batch" if args.symbolic_batch else "")
+    per_timeout = timeouts_for(args.timeout_for)
+    per_samples = {k: int(v) for k, v in timeouts_for(args.samples_for).items()}
     for name in names:
         if name not in manifest["models"]:
             print(f"{name}: not in the corpus ({manifest.get('skipped', {}).get(name, 'unknown name')})")
@@ -300,7 +333,11 @@ def main(argv=None) -> int:
         if args.symbolic_batch:
             entry = dict(entry, model=symbolic_batch_copy(entry["model"], work / f"{name}_N.onnx"),
                          source=entry.get("source", "") + "; batch dim made symbolic (--symbolic-batch)")
-        row = run_model(name, entry, work, args.timeout, Path(args.src))
+        n_samples = next((v for k, v in per_samples.items() if k in name), args.samples)
+        if n_samples:
+            entry = dict(entry, calib=fewer_samples(entry["calib"], n_samples, work / f"{name}_calib{n_samples}.npy"))
+        timeout = next((v for k, v in per_timeout.items() if k in name), args.timeout)
+        row = run_model(name, entry, work, timeout, Path(args.src))
         rows.append(row)
         c = row.get("compare", {})
         cmp = " ".join(f"{k}={v['status']}" + (f"({v['report']} vs {v['count']})" if v["status"] == "MISMATCH" else "")

@@ -98,7 +98,6 @@ def test_concat_unit_spans_the_dense_block():
 
 
 @pytest.mark.parametrize("piece, reason", [
-    ("grouped", "not depthwise"),
     ("shuffle", "Reshape 'shuffle"),
     ("nhwc_round_trip", "moves the channel axis"),
 ])

@@ -117,3 +117,43 @@ def test_filter_norms_score_a_conv_transpose_outputs():
                                 keep_fraction=0.5)
     kept = onnx.numpy_helper.to_array(next(i for i in pruned.graph.initializer if i.name == node.input[1]))
     np.testing.assert_array_equal(kept, values[:, strong])  # not refit: the strong filters, as they were
+
+
+def _grouped_model():
+    return build(["plain", "grouped", "plain"])  # plain -> Conv group 2 (8 -> 8) -> BN -> ReLU -> conv
+
+
+def test_grouped_conv_outputs_are_pruned_the_same_count_per_group():
+    reference, pruned, chosen = remove_zeroed_channels(_grouped_model(), seed=0, fraction=0.5)
+    node = next(n for n in pruned.graph.node if n.op_type == "Conv" and n.name == "conv3")
+    weight = next(i for i in pruned.graph.initializer if i.name == node.input[1])
+    assert next(a.i for a in node.attribute if a.name == "group") == 2
+    assert weight.dims[0] < 8 and weight.dims[0] % 2 == 0 and weight.dims[1] == 4  # inputs stay
+    assert_same_outputs(reference, pruned)
+
+
+def test_feasible_keeps_back_the_best_scored_per_group():
+    _, graph, channels = _analysed(_grouped_model())
+    grouped = next(n for n in graph.nodes if n.name == "conv3")
+    out = channels.classes(grouped.outputs[0].name)  # groups: out[:4], out[4:]
+    removed = np.array([out[0], out[1], out[2], out[5]])
+    score = {int(out[0]): 3.0, int(out[1]): 1.0, int(out[2]): 2.0, int(out[5]): 0.0}
+    # Group 0 would lose 3 and group 1 one: group 0 keeps back its two best (out[0], out[2]).
+    np.testing.assert_array_equal(channels.feasible(removed, score), [out[1], out[5]])
+    assert channels.feasible(removed).size == 2
+    reasons = {channels.frozen.get(int(c)) for c in channels.classes(grouped.inputs[0].name)}
+    assert reasons == {"grouped Conv (group=2, weight (8, 4, 3, 3)) is not depthwise: it reads them and is not refit"}
+
+
+def test_grouped_conv_prunes_end_to_end():
+    model = _grouped_model()
+    x = random_inputs(model, 64)
+    pruned, report = onnxprune.prune(model, x, rows_per_layer=2048, eps_l2=50.0)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert run(pruned, x[:4]).shape == (4, 10)
+    node = next(n for n in pruned.graph.node if n.name == "conv3")
+    weight = next(i for i in pruned.graph.initializer if i.name == node.input[1])
+    assert weight.dims[0] < 8 and weight.dims[0] % 2 == 0, list(weight.dims)
+    layers = {layer.name: layer for layer in report.layers}
+    assert "is not depthwise: it reads them and is not refit" in layers["conv2"].kept["out"]
+    assert report.macs_after < report.macs_before

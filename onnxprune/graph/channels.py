@@ -159,6 +159,28 @@ class ChannelGraph:
                 out.append(np.unique(classes))
         return out
 
+    def feasible(self, removed: np.ndarray, score: Mapping[int, float] | None = None) -> np.ndarray:
+        """``removed`` less the classes a node's constraint needs kept: every block of a grouped
+        producer's output (``Coupling.blocks``) must lose the same count, so the blocks that would
+        lose more keep back their best-scored classes (by ``score``, else their first ones)."""
+        removed_set = {int(r) for r in removed}
+        changed = True
+        while changed:  # keeping a class back can change another constrained tensor's counts
+            changed = False
+            for name, coupling in self.couplings.items():
+                ids = self.maps.get(self.nodes[name].outputs[0].name)
+                if coupling.blocks < 2 or ids is None or ids.size % coupling.blocks:
+                    continue
+                blocks = self.root_of[ids].reshape(coupling.blocks, -1)
+                gone = [[int(r) for r in block if int(r) in removed_set] for block in blocks]
+                target = min(len(g) for g in gone)
+                for g in gone:
+                    if len(g) > target:
+                        order = sorted(g, key=lambda r: -score.get(r, 0.0)) if score is not None else g
+                        removed_set -= set(order[:len(g) - target])
+                        changed = True
+        return np.array([r for r in removed if int(r) in removed_set], dtype=np.int64)
+
     def params_controlled(self, roots: np.ndarray, layer_scale: Mapping[str, float] | None = None) -> float:
         """Parameters that would go if every channel of the given classes went: producer rows (and
         biases), consumer columns, per-channel constants along the way. With ``layer_scale`` each

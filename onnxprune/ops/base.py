@@ -42,6 +42,7 @@ class Coupling:
     entry: int = 0
     fresh: dict[int, int] = field(default_factory=dict)
     freeze: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    blocks: int = 1  # output 0 is this many equal blocks that must lose the same count (a grouped Conv's groups)
 
 
 @dataclass(frozen=True)

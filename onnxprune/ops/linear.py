@@ -162,12 +162,25 @@ class Conv(Linear):
         return None if shape is None or not is_fixed(shape[2:]) else int(np.prod(shape[2:]))
 
     def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
-        """A depthwise Conv (group = channels, one filter each) passes channel c to channel c."""
+        """A depthwise Conv (group = channels, one filter each) passes channel c to channel c.
+
+        Any other grouped Conv is a producer nothing refits: its output channels are new, pruned
+        by the units that read them with the same count from every group (``Coupling.blocks``),
+        and its input channels are frozen."""
         ids = maps[0]
         weight = constant_values(node.inputs[1])
         group = node.attrs.get("group", 1)
         if group != ids.size or weight is None or weight.shape[:2] != (ids.size, 1):
-            return f"grouped Conv (group={group}, weight {None if weight is None else weight.shape}) is not depthwise"
+            what = f"grouped Conv (group={group}, weight {None if weight is None else weight.shape}) is not depthwise"
+            if (weight is None or not isinstance(node.inputs[1], gs.Constant) or len(node.inputs[1].outputs) > 1
+                    or weight.shape[0] % group or weight.shape[1] * group != ids.size):
+                return what
+            params = constant_params(node, (2,), weight.shape[0], 2)
+            if isinstance(params, str):
+                return params
+            return Coupling([None] * len(node.outputs), params=[(node.inputs[1], 0)] + params,
+                            fresh={0: int(weight.shape[0])}, blocks=group,
+                            freeze=[(ids, f"{what}: it reads them and is not refit")])
         params = constant_params(node, (2,), ids.size, 2)
         if isinstance(params, str):
             return params
@@ -176,9 +189,20 @@ class Conv(Linear):
         return Coupling([ids], params=[(node.inputs[1], 0)] + params)
 
     def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
-        super().shrink(node, coupling, edit)
-        if (keep_out := edit.keep(node.outputs[0])) is not None:
-            node.attrs["group"] = int(keep_out.sum())
+        super().shrink(node, coupling, edit)  # output channels: weight rows, bias
+        if (keep_out := edit.keep(node.outputs[0])) is not None and not coupling.fresh:
+            node.attrs["group"] = int(keep_out.sum())  # depthwise: one group per channel
+
+    def param_macs(self, node: gs.Node, constant: gs.Constant, shapes: Shapes) -> float:
+        # A grouped producer's weight costs its output pixels (a depthwise one, as before, nothing).
+        weight = np.asarray(node.inputs[1].values)
+        if constant is not node.inputs[1] or weight.shape[1] == 1:
+            return 0.0
+        return float(self.uses_per_weight(node, shapes) or 0)
+
+    def producer_rows(self, node: gs.Node) -> np.ndarray | None:
+        weight = np.asarray(node.inputs[1].values)
+        return weight.reshape(weight.shape[0], -1)
 
 
 class Gemm(Linear):

@@ -23,6 +23,7 @@ def remove_classes(channels: ChannelGraph, graph: gs.Graph, removed: np.ndarray)
     target) are updated. Returns the keep mask of each tensor that lost channels; ``channels.maps``
     is updated to match.
     """
+    removed = channels.feasible(removed)  # the walk asks for feasible sets; a caller that does not gets one
     keep_of = {}
     for name, ids in channels.maps.items():
         keep = ~np.isin(channels.root_of[ids], removed)

@@ -170,6 +170,11 @@ class Pruner:
             local = [index[int(c)] for c in classes]
             keep[local[int(np.argmax(scores[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
+        # Constraints of the graph (a grouped Conv's groups lose the same count): keep back the best.
+        feasible = self.channels.feasible(removed, {int(c): float(scores[index[int(c)]]) for c in removed})
+        if feasible.size < removed.size:
+            keep[[index[int(c)] for c in np.setdiff1d(removed, feasible)]] = True
+            removed = unit.classes[~keep[:len(unit.classes)]]
         if removed.size:
             start = time.perf_counter()
             keep_of = remove_classes(self.channels, self.pruned, removed)

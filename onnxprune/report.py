@@ -9,6 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
+# LayerReport.kept's reason when nothing forced the channels to stay: the selector chose them all.
+KEPT_BY_SELECTION = "the selector kept every channel at this strength (eps_l2 or keep fraction)"
+
+
 @dataclass(frozen=True)
 class LayerReport:
     name: str

@@ -142,3 +142,17 @@ def test_calibration_mapping_and_bad_options():
         onnxprune.prune(original, calib, eps_entropy=0)
     with pytest.raises(onnxprune.CalibrationError, match="expected shape"):
         onnxprune.prune(original, np.zeros((4, 3, 8), np.float32))
+
+
+def test_every_channel_that_stays_says_why_in_the_summary():
+    original = with_unsupported_op()
+    calib = random_inputs(original, 32, seed=1)
+    _, report = _prune(original, calib, eps_l2=3.0)
+    layers = _layers(report)
+    # conv1's outputs are frozen by what reads them (the channel axis moves), not by a choice.
+    assert "Transpose 'to_nhwc'" in layers["conv1"].kept["out"]
+    assert "output channels of conv1: Transpose 'to_nhwc'" in cli_summary(report)
+    # At a negligible strength the selector keeps everything, and says so.
+    _, gentle = _prune(conv_bn_relu_chain(), random_inputs(conv_bn_relu_chain(), 32, seed=1), eps_l2=1e-9)
+    assert gentle.params_after == gentle.params_before
+    assert "kept whole: " in cli_summary(gentle) and "the selector kept every channel" in cli_summary(gentle)

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from onnxprune.report import KEPT_BY_SELECTION  # a light module: --help stays free of heavy imports
+
 if TYPE_CHECKING:
     from onnxprune.report import Report
 
@@ -62,10 +64,17 @@ def summary(report: Report) -> str:
         lines.append(f"budget:     {search_note(report)}")
     lines += measurement_lines(report)
     frozen = [(layer.name, layer.frozen) for layer in report.layers if layer.frozen]
-    if frozen or report.skipped:
+    outputs = [(layer.name, reason) for layer in report.layers
+               if (reason := layer.kept.get("out")) and reason != KEPT_BY_SELECTION]
+    chosen = [layer.name for layer in report.layers if KEPT_BY_SELECTION in layer.kept.values()]
+    if frozen or outputs or report.skipped:
         lines.append("not pruned:")
         lines += [f"  input channels of {name}: {reason}" for name, reason in frozen]
+        lines += [f"  output channels of {name}: {reason}" for name, reason in outputs]
         lines += [f"  {name}: {reason}" for name, reason in report.skipped.items()]
+    if chosen:  # every channel that stays says why: here nothing forced them, the selection kept them
+        names = ", ".join(chosen[:6]) + (f" and {len(chosen) - 6} more" if len(chosen) > 6 else "")
+        lines.append(f"kept whole: {names}: {KEPT_BY_SELECTION}")
     return "\n".join(lines)
 
 

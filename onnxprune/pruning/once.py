@@ -21,7 +21,7 @@ from onnxprune.measure.verify import verify_model
 from onnxprune.ops import Layer, node_macs
 from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.pruning.walk import Pruner, UnitEps
-from onnxprune.report import LayerReport, Report
+from onnxprune.report import KEPT_BY_SELECTION, LayerReport, Report
 
 
 def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,
@@ -62,9 +62,6 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     return result, report
 
 
-GES_KEPT_ALL = "GES kept every channel at this eps_l2"
-
-
 def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_layers: dict[str, Layer],
                   before: dict, seconds: dict[str, float], timings: dict[str, float], started: float,
                   sizes: dict[str, list]) -> Report:
@@ -76,9 +73,9 @@ def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_laye
         frozen = channels.frozen_reason(layer)
         kept = {}  # every channel that stays says why
         if frozen is None and layer.in_channels == before["in"][name]:
-            kept["in"] = GES_KEPT_ALL
+            kept["in"] = KEPT_BY_SELECTION
         if layer.out_channels == before["out"][name]:
-            kept["out"] = channels.output_kept_reason(layer) or GES_KEPT_ALL
+            kept["out"] = channels.output_kept_reason(layer) or KEPT_BY_SELECTION
         layers.append(LayerReport(
             name=name, op_type=original_layers[name].node.op,
             channels_before=before["out"][name], channels_after=layer.out_channels,

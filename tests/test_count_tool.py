@@ -104,3 +104,16 @@ def test_symbolic_batch_defaults_to_one():
     node = helper.make_node("Conv", ["x", "w"], ["y"])
     m = _model([node], [x], [y], [_w((2, 3, 1, 1), "w")])
     assert count_tool.count(m)["macs"] == 6 * 64
+
+
+def test_unread_initializers_are_not_parameters_and_reshaped_weights_count_macs():
+    # Inception-v1 (zoo): Gemm(x, Reshape(W)); ResNet-50 (zoo): a float initializer nothing reads.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    shape = numpy_helper.from_array(np.array([4, 6], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["w", "shape"], ["w2"]),
+             helper.make_node("Gemm", ["x", "w2"], ["y"], transB=1)]
+    m = _model(nodes, [x], [y], [_w((24,), "w"), shape, _w((1, 1), "dead")])
+    r = count_tool.count(m)
+    assert r["params"] == 24
+    assert r["macs"] == 24

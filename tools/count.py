@@ -8,8 +8,10 @@ Definition (per sample, at batch 1, for one concrete input shape):
 parameters
     The number of elements of every floating-point tensor the model holds: every floating-point
     initializer (float, float16, bfloat16, double) plus every floating-point tensor held in a
-    ``Constant`` node's ``value`` attribute. Each tensor is counted once (by name), including
-    initializers that IR<4 models also list as graph inputs. Integer tensors (shapes, indices,
+    ``Constant`` node's ``value`` attribute that some node reads (or that is a graph output): an
+    initializer nothing reads (Caffe2's leftover ``imagenet1k_blobs_queue`` scalar in the zoo's
+    ResNet-50 and ZFNet) is dead data, not a parameter. Each tensor is counted once (by name),
+    including initializers that IR<4 models also list as graph inputs. Integer tensors (shapes, indices,
     axes) are not parameters. Tensors inside subgraphs (If/Loop/Scan bodies) are counted too.
 
 MACs (multiply-accumulates of one sample)
@@ -18,7 +20,9 @@ MACs (multiply-accumulates of one sample)
     * ``ConvTranspose``: weight elements x input spatial pixels (product of the input's dims
       after N, C);
     * ``Gemm`` / ``MatMul`` whose second input is a constant (an initializer or a ``Constant``
-      node's output, possibly behind a chain of ``Identity`` / ``Cast`` nodes): weight elements x
+      node's output, possibly behind a chain of ``Identity`` / ``Cast`` / ``Reshape`` / ``Flatten`` /
+      ``Squeeze`` / ``Unsqueeze`` / ``Transpose`` nodes, which keep its elements: the zoo's
+      Inception-v1 reshapes its classifier weight before the Gemm): weight elements x
       the product of the output's dims between the batch axis and the last axis (1 for a 2-D
       output; e.g. T for a [1, T, N] output);
     * every other op (LSTM, GRU, element-wise ops, pooling, a MatMul of two activations...): 0.
@@ -46,6 +50,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+# Ops that pass a constant's elements on unchanged in number (a weight behind them is still that weight).
+ELEMENT_KEEPING = frozenset({"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
 
 
@@ -72,9 +78,11 @@ def count_params(model: onnx.ModelProto) -> int:
     """Elements of every floating-point initializer and Constant-node tensor, each counted once."""
     seen: set[str] = set()
     total = 0
+    read = {o.name for g in _graphs(model.graph) for o in g.output}
+    read |= {i for g in _graphs(model.graph) for n in g.node for i in n.input}
     for graph in _graphs(model.graph):
         for init in graph.initializer:
-            if init.data_type in FLOAT_TYPES and init.name not in seen:
+            if init.data_type in FLOAT_TYPES and init.name not in seen and init.name in read:
                 seen.add(init.name)
                 total += int(np.prod(init.dims, dtype=np.int64))
         for node in graph.node:
@@ -82,7 +90,7 @@ def count_params(model: onnx.ModelProto) -> int:
                 continue
             t = _constant_tensor(node)
             key = node.output[0] if node.output else id(node)
-            if t is not None and t.data_type in FLOAT_TYPES and key not in seen:
+            if t is not None and t.data_type in FLOAT_TYPES and key not in seen and key in read:
                 seen.add(key)
                 total += int(np.prod(t.dims, dtype=np.int64))
     return total
@@ -221,7 +229,7 @@ def count(model: onnx.ModelProto | str, shapes: dict[str | None, Sequence[int]] 
             if name in consts:
                 return consts[name]
             node = producer.get(name)
-            if node is None or node.op_type not in ("Identity", "Cast"):
+            if node is None or node.op_type not in ELEMENT_KEEPING:
                 return None
             name = node.input[0]
         return None

@@ -230,6 +230,17 @@ def test_weights_behind_constant_nodes_and_chains_are_counted_and_pruned(restyle
 # --- 4. symbolic height and width: counted at the calibration data's size -------------------------
 
 
+def _checked_model(b: _Builder, name: str, input_shape: list, output_shape: list) -> onnx.ModelProto:
+    """The builder's nodes as an opset-17 model with the given interface shapes, checked."""
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, input_shape)]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, output_shape)]
+    model = helper.make_model(helper.make_graph(b.nodes, name, inputs, outputs, initializer=b.initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def _symbolic_hw_model(seed: int = 0) -> onnx.ModelProto:
     """conv1 (3->8, 3x3, pad 1) -> relu1 -> conv2 (8->12, 3x3, pad 1, stride 2) -> relu2 -> gap ->
     flatten -> fc (12->10); input ["batch", 3, "height", "width"]."""
@@ -238,13 +249,7 @@ def _symbolic_hw_model(seed: int = 0) -> onnx.ModelProto:
     x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True, stride=2)])
     x = b.node("Flatten", "flatten", [b.node("GlobalAveragePool", "gap", [x])], axis=1)
     b.gemm("fc", x, 12, 10, output=OUTPUT)
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, "height", "width"])]
-    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 10])]
-    model = helper.make_model(helper.make_graph(b.nodes, "symbolic_hw", inputs, outputs, initializer=b.initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _checked_model(b, "symbolic_hw", ["batch", 3, "height", "width"], ["batch", 10])
 
 
 def test_symbolic_height_and_width_are_counted_at_the_calibration_size():
@@ -306,13 +311,7 @@ def _computed_slice_model(seed: int = 0) -> onnx.ModelProto:
     x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True)])
     x = b.node("Flatten", "flatten", [b.node("GlobalAveragePool", "gap", [x])], axis=1)
     b.gemm("fc", x, 12, 10, output=OUTPUT)
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, 3, 8, 8])]
-    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 10])]
-    model = helper.make_model(helper.make_graph(b.nodes, "computed_slice", inputs, outputs, initializer=b.initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _checked_model(b, "computed_slice", [1, 3, 8, 8], [1, 10])
 
 
 def test_shapes_that_inference_cannot_follow_are_read_from_one_run():

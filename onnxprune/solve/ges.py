@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, optimize
 
 from onnxprune.solve.problem import NormalisedProblem
 
@@ -211,51 +211,71 @@ def simplex_newton(a_mat, b_vec, eps_entropy, w0, *, tol=1e-12, max_iter=200) ->
     return w / w.sum()
 
 
-def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float, *, rounds: int = 6, grid: int = 33,
-                   inner: int = 50) -> np.ndarray:
+def q_fixed_w_step(penalty: np.ndarray, eps_entropy: float) -> np.ndarray:
     """Minimise sum_c penalty_c / w_c^2 + eps * sum w log w over the simplex (Q = Lambda D(w) held fixed).
 
     With Q fixed, ||Lambda||^2 = sum_c ||Q_c||^2 / w_c^2, so this is the exact minimisation of L
     over w in the (Q, w) parametrisation: the step that moves weight away from channels the ridge
     has shrunk, which the Lambda-fixed step only does slowly. Stationarity gives, per channel,
-    h_c(u) = -2 p_c e^{-3u} + eps (u + 1) = -nu in u = log w_c, with h_c increasing, so w_c(nu) is
-    unique; sum_c w_c(nu) = 1 fixes nu. Both are found by bisection, vectorised over channels and
-    over a grid of nu values that is refined round after round.
+    -2 p_c e^{-3u} + eps (u + 1) = -nu in u = log w_c, whose root is closed-form,
+    u_c(nu) = W(z_c)/3 - 1 - nu/eps with z_c = (6 p_c / eps) e^{3 + 3 nu / eps} (Lambert W);
+    sum_c w_c(nu) = 1, decreasing in nu, fixes nu by Brent's method.
     """
     if penalty.size <= 1:
         return np.ones(penalty.size)  # the simplex of one channel is a point
     with np.errstate(divide="ignore"):
-        log_p = np.log(np.maximum(penalty, 0.0))[:, None]  # -inf for a zero penalty: w_c(nu) = e^(-nu/eps - 1)
+        log_6p = np.log(6.0 * np.maximum(penalty, 0.0) / eps_entropy)  # -inf for a zero penalty: W = 0
 
-    def w_of(nus: np.ndarray) -> np.ndarray:
-        lo = np.full((penalty.size, nus.size), -745.0)
-        hi = np.zeros((penalty.size, nus.size))
-        for _ in range(inner):
-            mid = (lo + hi) / 2
-            h = -2 * np.exp(log_p - 3 * mid) + eps_entropy * (mid + 1)
-            below = h < -nus[None, :]
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        return np.exp((lo + hi) / 2)
+    def log_w(nu: float) -> np.ndarray:
+        log_z = log_6p + 3.0 + 3.0 * nu / eps_entropy
+        w_z = np.zeros_like(log_z)
+        finite = np.isfinite(log_z)
+        w_z[finite] = lambert_w_of_log(log_z[finite])
+        return w_z / 3.0 - 1.0 - nu / eps_entropy
 
-    with np.errstate(over="ignore", divide="ignore"):
-        # sum_c w_c(nu) decreases in nu: bracket the nu where it crosses 1, then refine.
-        nu_lo, nu_hi = -1.0, 1.0
-        for _ in range(60):  # 4^60: far beyond any scale the normalised problems reach
-            if w_of(np.array([nu_lo])).sum() >= 1:
-                break
-            nu_lo *= 4
-        for _ in range(60):
-            if w_of(np.array([nu_hi])).sum() <= 1:
-                break
-            nu_hi *= 4
-        for _ in range(rounds):
-            nus = np.linspace(nu_lo, nu_hi, grid)
-            sums = w_of(nus).sum(axis=0)
-            i = min(int(np.sum(sums > 1)), grid - 1)
-            nu_lo, nu_hi = nus[max(i - 1, 0)], nus[i]
-        w = w_of(np.array([(nu_lo + nu_hi) / 2]))[:, 0]
+    def log_total(nu: float) -> float:
+        u = log_w(nu)
+        top = float(u.max())
+        return top + float(np.log(np.sum(np.exp(u - top))))
+
+    # log sum_c w_c(nu) decreases in nu: bracket its zero, 4^60 is beyond any scale the normalised problems reach.
+    nu_lo, nu_hi = -1.0, 1.0
+    for _ in range(60):
+        if log_total(nu_lo) >= 0:
+            break
+        nu_lo *= 4
+    for _ in range(60):
+        if log_total(nu_hi) <= 0:
+            break
+        nu_hi *= 4
+    nu = optimize.brentq(log_total, nu_lo, nu_hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+    w = np.exp(log_w(nu))
     return w / w.sum()
+
+
+def lambert_w_of_log(log_z: np.ndarray) -> np.ndarray:
+    """The principal Lambert W(z) for z = exp(log_z) > 0, without forming z (which overflows).
+
+    W solves w + log w = log_z. Newton's method on that concave increasing function converges
+    monotonically from below; for tiny z, W(z) = z (1 - z + ...) is exact to rounding.
+    """
+    log_z = np.asarray(log_z, dtype=float)
+    out = np.exp(np.minimum(log_z, 0.0))
+    large = log_z > -30.0
+    if large.any():
+        target = log_z[large]
+        # Start below the root: z for small z, log_z - log(log_z) (from below) for large.
+        w = np.where(target < 1.0, np.exp(np.minimum(target, 1.0)) / 2.0,
+                     np.maximum(target - np.log(np.maximum(target, 1.0)), 0.5) / 2.0)
+        for _ in range(100):
+            step = (w + np.log(w) - target) / (1.0 + 1.0 / w)
+            w_next = np.maximum(w - step, w / 2.0)
+            if np.all(np.abs(w_next - w) <= 1e-15 * w_next):
+                w = w_next
+                break
+            w = w_next
+        out[large] = w
+    return out
 
 
 def compress_targets(p: NormalisedProblem, keep_energy: float) -> NormalisedProblem:

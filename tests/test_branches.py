@@ -45,6 +45,12 @@ def remove_zeroed_channels(model: onnx.ModelProto, seed: int = 0, fraction: floa
             continue
         columns = np.isin(classes, chosen)
         weight = np.array(layer.weight_tensor.values)
+        if layer.groups > 1:  # (out, in/g, kh, kw): the rows of group k read the channels of group k
+            blocks = weight.reshape((layer.groups, -1) + weight.shape[1:])
+            for block, mask in zip(blocks, columns.reshape(layer.groups, -1)):
+                block[:, mask] = 0.0
+            layer.weight_tensor.values = blocks.reshape(weight.shape)
+            continue
         in_axis = 1 - layer.rule.out_axis(layer.node)
         index = [slice(None)] * weight.ndim
         index[in_axis] = columns

@@ -124,11 +124,12 @@ def _grouped_model():
 
 
 def test_grouped_conv_outputs_are_pruned_the_same_count_per_group():
-    reference, pruned, chosen = remove_zeroed_channels(_grouped_model(), seed=0, fraction=0.5)
+    reference, pruned, chosen = remove_zeroed_channels(_grouped_model(), seed=1, fraction=0.5)
     node = next(n for n in pruned.graph.node if n.op_type == "Conv" and n.name == "conv3")
     weight = next(i for i in pruned.graph.initializer if i.name == node.input[1])
     assert next(a.i for a in node.attribute if a.name == "group") == 2
-    assert weight.dims[0] < 8 and weight.dims[0] % 2 == 0 and weight.dims[1] == 4  # inputs stay
+    # 8 -> 4 outputs and 8 -> 4 inputs (2 of 4 per group): the same count from every group.
+    assert list(weight.dims) == [4, 2, 3, 3]
     assert_same_outputs(reference, pruned)
 
 
@@ -141,8 +142,11 @@ def test_feasible_keeps_back_the_best_scored_per_group():
     # Group 0 would lose 3 and group 1 one: group 0 keeps back its two best (out[0], out[2]).
     np.testing.assert_array_equal(channels.feasible(removed, score), [out[1], out[5]])
     assert channels.feasible(removed).size == 2
-    reasons = {channels.frozen.get(int(c)) for c in channels.classes(grouped.inputs[0].name)}
-    assert reasons == {"grouped Conv (group=2, weight (8, 4, 3, 3)) is not depthwise: it reads them and is not refit"}
+    # Its inputs are read per group (it is refit group by group): prunable, the same count per group.
+    inputs = channels.classes(grouped.inputs[0].name)
+    assert not any(int(c) in channels.frozen for c in inputs)
+    np.testing.assert_array_equal(channels.feasible(inputs[[0, 1, 4]], {int(c): 0.0 for c in inputs}),
+                                  inputs[[1, 4]])  # ties: the first is kept back
 
 
 def test_grouped_conv_prunes_end_to_end():
@@ -155,5 +159,6 @@ def test_grouped_conv_prunes_end_to_end():
     weight = next(i for i in pruned.graph.initializer if i.name == node.input[1])
     assert weight.dims[0] < 8 and weight.dims[0] % 2 == 0, list(weight.dims)
     layers = {layer.name: layer for layer in report.layers}
-    assert "is not depthwise: it reads them and is not refit" in layers["conv2"].kept["out"]
+    assert layers["conv3"].in_channels_after < 8 and layers["conv3"].in_channels_after % 2 == 0
+    assert weight.dims[1] * 2 == layers["conv3"].in_channels_after
     assert report.macs_after < report.macs_before

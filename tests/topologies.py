@@ -122,8 +122,8 @@ def slice_half(net: Net, x: str, c: int) -> tuple[str, int]:
 
 
 def grouped(net: Net, x: str, c: int) -> tuple[str, int]:
-    """A grouped 3x3 conv (group 2): a producer nothing refits; its outputs are pruned the same
-    count per group, its input channels are frozen."""
+    """A grouped 3x3 conv (group 2): a layer refit group by group; its input and output channels
+    are pruned the same count per group."""
     c_out = 8 if c % 2 == 0 else c
     group = 2 if c % 2 == 0 else 1
     return net.conv_bn(x, c, c_out, group=group), c_out

@@ -159,20 +159,38 @@ class ChannelGraph:
                 out.append(np.unique(classes))
         return out
 
+    def constraints(self) -> list[tuple[str, int, str]]:
+        """(tensor, g, who) for every tensor whose channels are g equal blocks that must each lose
+        the same count: a grouped Conv's inputs and outputs (``Layer.groups``), a grouped producer's
+        output (``Coupling.blocks``)."""
+        out = []
+        for layer in self.layers:
+            if layer.groups > 1:
+                who = f"grouped {layer.node.op} '{layer.name}' (group={layer.groups})"
+                out.append((layer.node.inputs[0].name, layer.groups, f"{who} reads them"))
+                out.append((layer.node.outputs[0].name, layer.groups, f"{who} produces them"))
+        for name, coupling in self.couplings.items():
+            if coupling.blocks > 1:
+                node = self.nodes[name]
+                out.append((node.outputs[0].name, coupling.blocks, f"grouped {node.op} '{name}' produces them"))
+        return [c for c in out if c[0] in self.maps]
+
     def feasible(self, removed: np.ndarray, score: Mapping[int, float] | None = None) -> np.ndarray:
         """``removed`` less the classes a node's constraint needs kept: every block of a grouped
-        producer's output (``Coupling.blocks``) must lose the same count, so the blocks that would
-        lose more keep back their best-scored classes (by ``score``, else their first ones)."""
+        Conv's input or output (:meth:`constraints`) must lose the same count, so the blocks that
+        would lose more keep back their best-scored classes (by ``score``, else their first ones)."""
         removed_set = {int(r) for r in removed}
+        constraints = self.constraints()
         changed = True
         while changed:  # keeping a class back can change another constrained tensor's counts
             changed = False
-            for name, coupling in self.couplings.items():
-                ids = self.maps.get(self.nodes[name].outputs[0].name)
-                if coupling.blocks < 2 or ids is None or ids.size % coupling.blocks:
+            for name, n_blocks, _ in constraints:
+                classes = self.root_of[self.maps[name]]
+                if classes.size % n_blocks:  # not equal blocks any more: nothing of it may go
+                    changed |= bool(removed_set & {int(c) for c in classes})
+                    removed_set -= {int(c) for c in classes}
                     continue
-                blocks = self.root_of[ids].reshape(coupling.blocks, -1)
-                gone = [[int(r) for r in block if int(r) in removed_set] for block in blocks]
+                gone = [[int(r) for r in block if int(r) in removed_set] for block in classes.reshape(n_blocks, -1)]
                 target = min(len(g) for g in gone)
                 for g in gone:
                     if len(g) > target:
@@ -273,7 +291,40 @@ def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
     for ids, reason in frozen_ids:
         for root in np.unique(result.root_of[ids]):
             result.frozen.setdefault(int(root), reason)
+    _freeze_blocked_groups(result)
     return result
+
+
+def _freeze_blocked_groups(result: ChannelGraph) -> None:
+    """A tensor in equal blocks that must each lose the same count (a grouped Conv's input or
+    output) loses none when one of its blocks cannot lose a channel (all of them frozen, or
+    unequal blocks): its other channels are frozen too, with that reason, until nothing changes
+    (freezing them can block another grouped tensor)."""
+    cause: dict[int, str] = {}  # class frozen here -> the reason at the root of it
+    changed = True
+    while changed:
+        changed = False
+        for name, n_blocks, who in result.constraints():
+            classes = result.classes(name)
+            open_ = [int(c) for c in np.unique(classes) if int(c) not in result.frozen]
+            if not open_:
+                continue
+            if classes.size % n_blocks:
+                reason = f"{who} in {n_blocks} groups, and its {classes.size} channels do not split equally"
+            else:
+                blocked = [k for k, block in enumerate(classes.reshape(n_blocks, -1))
+                           if all(int(c) in result.frozen for c in block)]
+                if not blocked:
+                    continue
+                first = int(classes.reshape(n_blocks, -1)[blocked[0]][0])
+                root = cause.get(first, result.frozen[first])
+                reason = (f"{who} in {n_blocks} groups that must lose as many channels each, and group "
+                          f"{blocked[0]} cannot lose any ({root})")
+                for c in open_:
+                    cause[c] = root
+            for c in open_:
+                result.frozen[c] = reason
+            changed = True
 
 
 def _apply_rule(node: gs.Node, in_maps: list, shapes: dict[str, tuple]) -> Coupling | str:

@@ -2,8 +2,11 @@
 
 Each entry owns its weight layout (the stored axis order against the canonical (out, in, ...)
 one), its kernel geometry, how often each weight is used per sample (its MACs), how its weight
-is shrunk and how new weights are installed. A grouped Conv that is not a layer is coupled as a
-depthwise channel map.
+is shrunk and how new weights are installed. A grouped Conv (1 < group, more than one input
+channel per group) is a layer too: group k of its outputs reads group k of its inputs only (both
+split into equal contiguous blocks, as ONNX defines it), so it is refit per group and loses the
+same count of input and output channels in every group. A depthwise Conv is not a layer: it is
+coupled as a channel map.
 """
 
 from __future__ import annotations
@@ -78,12 +81,16 @@ class Linear(OpRule):
         return 0
 
     def canonical_weight(self, node: gs.Node) -> np.ndarray:
-        """(out, in, kh, kw) for a Conv, (out, in) for a Gemm/MatMul."""
+        """(out, in/group, kh, kw) for a Conv, (out, in) for a Gemm/MatMul."""
         values = np.asarray(node.inputs[1].values)
         return values if self.out_axis(node) == 0 else values.T
 
     def kernel_size(self, node: gs.Node) -> int:
         """Input features per input channel: kh*kw for a Conv, 1 for a Gemm."""
+        return 1
+
+    def groups(self, node: gs.Node) -> int:
+        """Blocks of the weight: output group k reads input group k only (1: every output reads every input)."""
         return 1
 
     def geometry(self, node: gs.Node, in_hw: tuple[int, int]) -> ConvGeometry | None:
@@ -141,17 +148,42 @@ class Conv(Linear):
     """A group-1 Conv is a layer; a depthwise one (group = channels) maps channel c to channel c."""
 
     def shape_reason(self, node: gs.Node, shapes: Shapes) -> str | None:
-        if node.attrs.get("group", 1) != 1:
-            return f"Conv '{node.name}' is grouped (group={node.attrs['group']})"
-        if node.inputs[1].values.ndim != 4:
-            return f"Conv '{node.name}' is not 2-D (weight rank {node.inputs[1].values.ndim})"
+        weight = np.asarray(node.inputs[1].values)
+        if weight.ndim != 4:
+            return f"Conv '{node.name}' is not 2-D (weight rank {weight.ndim})"
+        group = self.groups(node)
+        if group != 1 and weight.shape[1] == 1:
+            return f"Conv '{node.name}' is depthwise (group={group})"  # a channel map (couple), not a layer
+        if group != 1 and weight.shape[0] % group:
+            return f"Conv '{node.name}' has {weight.shape[0]} outputs, not a multiple of group={group}"
         return None
 
     def refuse(self, node: gs.Node, shapes: Shapes) -> str | None:
-        return None if node.attrs.get("group", 1) > 1 else super().refuse(node, shapes)
+        return None if self.groups(node) > 1 else super().refuse(node, shapes)
 
     def kernel_size(self, node: gs.Node) -> int:
         return int(np.prod(np.asarray(node.inputs[1].values).shape[2:]))
+
+    def groups(self, node: gs.Node) -> int:
+        return int(node.attrs.get("group", 1))
+
+    def shrink_layer(self, node: gs.Node, keep_in: np.ndarray | None, keep_out: np.ndarray | None) -> None:
+        """A grouped Conv's weight (out, in/group, kh, kw) loses, in each group's rows, that group's
+        removed input channels; every group must lose as many (``ChannelGraph.feasible``)."""
+        group = self.groups(node)
+        if group > 1 and keep_in is not None:
+            weight = np.asarray(node.inputs[1].values)
+            blocks = keep_in.reshape(group, -1)
+            kept = blocks.sum(axis=1)
+            if blocks.shape[1] != weight.shape[1] or (kept != kept[0]).any():
+                raise ValueError(f"'{node.name}': input channels {kept.tolist()} kept per group of {group}, "
+                                 f"not the same count in every group")
+            rows = weight.reshape((group, -1) + weight.shape[1:])
+            node.inputs[1].values = np.ascontiguousarray(np.concatenate(
+                [block[:, mask] for block, mask in zip(rows, blocks)]).reshape(
+                (weight.shape[0], int(kept[0])) + weight.shape[2:]))
+            keep_in = None
+        super().shrink_layer(node, keep_in, keep_out)
 
     def geometry(self, node: gs.Node, in_hw: tuple[int, int]) -> ConvGeometry:
         return ConvGeometry.of(node, in_hw)
@@ -164,9 +196,10 @@ class Conv(Linear):
     def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
         """A depthwise Conv (group = channels, one filter each) passes channel c to channel c.
 
-        Any other grouped Conv is a producer nothing refits: its output channels are new, pruned
-        by the units that read them with the same count from every group (``Coupling.blocks``),
-        and its input channels are frozen."""
+        A grouped Conv that is not a layer (one input channel per group and several filters each,
+        or not 2-D) is a producer nothing refits: its output channels are new, pruned by the units
+        that read them with the same count from every group (``Coupling.blocks``), and its input
+        channels are frozen."""
         ids = maps[0]
         weight = constant_values(node.inputs[1])
         group = node.attrs.get("group", 1)
@@ -327,7 +360,7 @@ class Layer:
 
     @property
     def weight(self) -> np.ndarray:
-        """Canonical weight: (out, in, kh, kw) for a Conv, (out, in) for a Gemm/MatMul."""
+        """Canonical weight: (out, in/group, kh, kw) for a Conv, (out, in) for a Gemm/MatMul."""
         return self.rule.canonical_weight(self.node)
 
     @property
@@ -344,11 +377,18 @@ class Layer:
 
     @property
     def in_channels(self) -> int:
-        return self.weight.shape[1]
+        """Input channels (features of a Gemm) the layer reads, all groups together."""
+        return self.weight.shape[1] * self.groups
 
     @property
     def kernel_size(self) -> int:
         return self.rule.kernel_size(self.node)
+
+    @property
+    def groups(self) -> int:
+        """g: outputs and inputs are g equal contiguous blocks, output block k reading input block k
+        only; the canonical weight is (out, in/g, ...), one block's columns per row."""
+        return self.rule.groups(self.node)
 
     def geometry(self, in_hw: tuple[int, int]) -> ConvGeometry | None:
         return self.rule.geometry(self.node, in_hw)

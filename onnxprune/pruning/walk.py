@@ -7,6 +7,10 @@ network's statistics, gathered for all of them in one streamed forward pass befo
 One joint GES solve over those regressions picks the unit's channels; they are removed from
 every producer, tensor and consumer at once; then each layer, when the walk reaches it, is
 refit on the pruned network's actual inputs to reproduce the original layer's kept outputs.
+
+A grouped Conv (``Layer.groups`` = g) is g regressions, output group k on input group k: its
+statistics, its part in the joint solve and its refit are per group, and its weight is written
+back block by block, (out, in/g, kh, kw).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from onnxprune.graph.channels import ChannelGraph, Unit
 from onnxprune.ops import RULES, Layer, output_gain
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
-from onnxprune.solve.problem import LayerProblem, normalise
+from onnxprune.solve.problem import LayerProblem, NormalisedProblem, normalise
 from onnxprune.solve.refit import refit
 
 
@@ -59,7 +63,7 @@ class Pruner:
         self.runner_original = SegmentRunner(original, inputs, self.store, batch_size=config.batch_size)
         self.runner_pruned = SegmentRunner(pruned, inputs, self.store, batch_size=config.batch_size)
         self.timings = {"statistics": 0.0, "solve": 0.0, "refit": 0.0, "rewrite": 0.0}
-        self.lookahead: dict[str, LayerProblem] = {}
+        self.lookahead: dict[str, list[LayerProblem]] = {}
 
     def gather_lookahead(self) -> None:
         """One streamed pass over the original network: the statistics of every unit's later
@@ -105,7 +109,7 @@ class Pruner:
         channels = np.array([local[int(c)] for c in self.channels.root_of[maps[layer.node.inputs[0].name]]])
         return np.repeat(channels, layer.kernel_size)
 
-    def _lookahead_statistics(self) -> dict[str, LayerProblem]:
+    def _lookahead_statistics(self) -> dict[str, list[LayerProblem]]:
         requests = {}
         for unit in self.units:
             n = len(unit.classes) + len(unit.frozen_classes)
@@ -130,31 +134,35 @@ class Pruner:
         self.timings["statistics"] += t1 - t0
         self.timings["solve"] += time.perf_counter() - t1
         removed = self._remove(unit, keep, scores)
-        problem, rows = problems[0], self._out_rows(first)
+        group_problems, rows = problems[0], self._out_rows(first)
         if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
-            problem = restrict_targets(problem, rows if rows_before is None else rows[rows_before])
-        self._install(first, problem, keep)
+            group_problems = restrict_targets(group_problems, rows if rows_before is None else rows[rows_before])
+        self._install(first, group_problems, keep)
         shared = f", jointly with {len(unit.consumers) - 1} later layers" if len(unit.consumers) > 1 else ""
         return (f"{len(unit.classes)} -> {len(unit.classes) - removed.size} channels "
-                f"({problem.n_samples} rows, {how}{shared})")
+                f"({group_problems[0].n_samples} rows, {how}{shared})")
 
-    def _unit_problems(self, unit: Unit, first: Layer, rows_before: np.ndarray | None) -> list[LayerProblem]:
-        """The regression of every reader of the unit: the first on the pruned network's actual
-        inputs, the later ones from the look-ahead pass over the original network."""
+    def _unit_problems(self, unit: Unit, first: Layer, rows_before: np.ndarray | None) -> list[list[LayerProblem]]:
+        """The regressions of every reader of the unit (one per group of a grouped Conv): the
+        first on the pruned network's actual inputs, the later ones from the look-ahead pass over
+        the original network."""
         n_unit = len(unit.classes) + len(unit.frozen_classes)
-        problem = self._statistics(first, self._unit_features(unit, first, self.channels.maps), n_unit, rows_before)
+        problems = self._statistics(first, self._unit_features(unit, first, self.channels.maps), n_unit, rows_before)
         later = [self.lookahead.pop(layer.name) for layer in unit.consumers[1:]]
         # A later consumer's outputs were decided earlier if it is also a producer of this unit.
         later = [restrict_targets(p, rows) if (rows := self._out_rows(layer)) is not None else p
                  for p, layer in zip(later, unit.consumers[1:])]
-        return [problem] + later
+        return [problems] + later
 
-    def _choose(self, unit: Unit, problems: list[LayerProblem]) -> tuple[np.ndarray, np.ndarray, str]:
-        """(scores, keep mask over the unit's local channels, what was done)."""
-        normalised = [normalise(p, output_gain(layer)) for p, layer in zip(problems, unit.consumers)]
-        candidates = Candidates(unit, problems, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
-                                lambda: [self._original_weight(layer, p.n_features)
-                                         for layer, p in zip(unit.consumers, problems)])
+    def _choose(self, unit: Unit, problems: list[list[LayerProblem]]) -> tuple[np.ndarray, np.ndarray, str]:
+        """(scores, keep mask over the unit's local channels, what was done). The solve sees every
+        group of every reader as one regression."""
+        normalised = [n for groups, layer in zip(problems, unit.consumers)
+                      for n in normalise_groups(groups, output_gain(layer))]
+        flat = [p for groups in problems for p in groups]
+        candidates = Candidates(unit, flat, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
+                                lambda: [w for layer, groups in zip(unit.consumers, problems)
+                                         for w in self._original_weight(layer, [p.n_features for p in groups])])
         scores, keep, how = choose(candidates, self.config)
         keep = keep_at_least(keep, scores, unit, self.channels, self.config.min_keep)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
@@ -207,16 +215,21 @@ class Pruner:
                 rows.append((weight, local))
         return rows
 
-    def _original_weight(self, layer: Layer, n_features: int) -> np.ndarray:
-        """The original layer's weight on the outputs and input features that still exist."""
+    def _original_weight(self, layer: Layer, n_features: list[int]) -> list[np.ndarray]:
+        """The original layer's weight on the outputs and input features that still exist, one
+        block per group (``n_features``: the features of each group's problem)."""
         original = self.original_layers[layer.name]
+        groups = original.groups
         weight = original.weight.reshape(original.out_channels, -1)
         rows, columns = self._out_rows(layer), self._surviving(layer.node.inputs[0].name)
-        if rows is not None:
-            weight = weight[rows]
-        if columns is not None and n_features != weight.shape[1]:
-            weight = weight[:, np.repeat(columns, layer.kernel_size)]
-        return weight
+        blocks = []
+        for k, (block, n) in enumerate(zip(np.split(weight, groups), n_features)):
+            if rows is not None:
+                block = block[np.split(rows, groups)[k]]
+            if columns is not None and n != block.shape[1]:
+                block = block[:, np.repeat(np.split(columns, groups)[k], layer.kernel_size)]
+            blocks.append(block)
+        return blocks
 
     def _refit(self, layer: Layer) -> str:
         name = layer.node.inputs[0].name
@@ -225,13 +238,16 @@ class Pruner:
             return f"unchanged input, kept as is ({reason})"
         channels = np.arange(layer.in_channels)
         t0 = time.perf_counter()
-        problem = self._statistics(layer, np.repeat(channels, layer.kernel_size), channels.size, self._out_rows(layer))
+        problems = self._statistics(layer, np.repeat(channels, layer.kernel_size), channels.size, self._out_rows(layer))
         self.timings["statistics"] += time.perf_counter() - t0
-        self._install(layer, problem, np.ones(channels.size, dtype=bool))
+        self._install(layer, problems, np.ones(channels.size, dtype=bool))
         why = f"frozen: {reason}" if reason else "channels decided earlier"
-        return f"refit on {layer.in_channels} input channels ({problem.n_samples} rows, {why})"
+        groups = f" in {layer.groups} groups" if layer.groups > 1 else ""
+        return f"refit on {layer.in_channels} input channels{groups} ({problems[0].n_samples} rows, {why})"
 
-    def _statistics(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None) -> LayerProblem:
+    def _statistics(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int,
+                    out_rows=None) -> list[LayerProblem]:
+        """The layer's regressions (one per group) on the pruned network's input at it."""
         name = layer.node.inputs[0].name
         recorder = self._recorder(layer, channel_of_feature, n_channels, out_rows)
         return layer_statistics(recorder, self.runner_pruned.cache[name], self.runner_original.cache[name],
@@ -247,17 +263,44 @@ class Pruner:
             return None
         return np.isin(self.original_maps[tensor], self.channels.maps[tensor])
 
-    def _install(self, layer: Layer, problem: LayerProblem, keep: np.ndarray) -> None:
-        """Refit the layer on the problem's kept channels and write the weights into the graph."""
+    def _install(self, layer: Layer, problems: list[LayerProblem], keep: np.ndarray) -> None:
+        """Refit the layer on the problems' kept channels (group by group) and write the weights
+        into the graph."""
         start = time.perf_counter()
         # Shrink towards the original weights, on the outputs and inputs that still exist.
-        prior = self._original_weight(layer, problem.n_features) if self.config.refit_prior else None
-        weight, bias = refit(problem, keep, ridge=self.config.ridge, prior=prior)
+        priors = (self._original_weight(layer, [p.n_features for p in problems]) if self.config.refit_prior
+                  else [None] * len(problems))
+        fits = [refit(p, keep, ridge=self.config.ridge, prior=prior) for p, prior in zip(problems, priors)]
+        widths = {weight.shape[1] for weight, _ in fits}
+        if len(widths) != 1:  # ChannelGraph.feasible keeps every group's count equal
+            raise ValueError(f"'{layer.name}': the groups keep {sorted(widths)} input features, not the same count")
+        weight = np.concatenate([w for w, _ in fits])
+        bias = np.concatenate([b for _, b in fits])
         shape = layer.weight.shape
         set_weights(layer, weight.reshape(weight.shape[:1] + (-1,) + shape[2:]), bias)
         self.timings["refit"] += time.perf_counter() - start
 
 
-def restrict_targets(problem: LayerProblem, rows: np.ndarray) -> LayerProblem:
-    """The same regression for a subset of its targets."""
-    return replace(problem, cross=problem.cross[rows], target_var=problem.target_var[rows], y_mean=problem.y_mean[rows])
+def restrict_targets(problems: list[LayerProblem], rows: np.ndarray) -> list[LayerProblem]:
+    """The same regressions for a subset of their targets (``rows`` over all of them, group after
+    group, each group losing the same count)."""
+    return [replace(p, cross=p.cross[r], target_var=p.target_var[r], y_mean=p.y_mean[r])
+            for p, r in zip(problems, np.split(np.asarray(rows), len(problems)))]
+
+
+def normalise_groups(problems: list[LayerProblem], gain: np.ndarray | None) -> list[NormalisedProblem]:
+    """Normalise one layer's regressions. A grouped layer's g block regressions together weigh as
+    the layer's one regression would: each group's term is scaled by its share of the layer's
+    (gain-weighted) target variance, so that their sum is the block-diagonal restriction of the
+    layer's normalised regression (same targets scale, 1/m over all the layer's targets)."""
+    if len(problems) == 1:
+        return [normalise(problems[0], gain)]
+    gains = [None] * len(problems) if gain is None else np.split(np.asarray(gain), len(problems))
+    normalised = [normalise(p, g) for p, g in zip(problems, gains)]
+    variance = np.array([float(np.sum((1.0 if g is None else np.abs(g)) ** 2 * p.target_var))
+                         for p, g in zip(problems, gains)])
+    total = float(variance.sum())
+    share = variance / total if total > 0 else np.full(len(problems), 1.0 / len(problems))
+    return [replace(n, cross=(n.cross * np.sqrt(s)).astype(n.cross.dtype), target_var=n.target_var * s,
+                    target_scale=n.target_scale * np.sqrt(s))
+            for n, s in zip(normalised, share)]

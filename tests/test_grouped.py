@@ -210,3 +210,30 @@ def test_grouped_conv_in_a_shufflenet_unit_prunes_into_a_valid_model():
         weight = _weight(pruned, name)
         assert weight.shape[0] % g == 0 and weight.shape[1] * g == layers[name].in_channels_after
 
+
+def test_nearest_feasible_decision_may_spend_a_few_kept_channels():
+    """Groups 0-2 would lose two channels each and group 3 none: keeping back six costs more than
+    also removing group 3's two worst-scored channels (SPARE_COST each), which the program finds;
+    without spares it keeps back, and it never empties a tensor."""
+    _, _, channels = _analysed(_classifier(4))
+    gconv = next(layer for layer in channels.layers if layer.name == "gconv2")
+    inputs = channels.classes(gconv.node.inputs[0].name)  # 16 channels, groups of 4
+    removed = inputs[[0, 1, 4, 5, 8, 9]]
+    score = {int(c): float(i) for i, c in enumerate(inputs)}
+    score[int(inputs[14])] = -1.0  # group 3's worst two: 12 and 14
+    assert channels.feasible(removed, score).size == 0
+    chosen = channels.feasible(removed, score, spare=inputs[12:])
+    np.testing.assert_array_equal(chosen, inputs[[0, 1, 4, 5, 8, 9, 12, 14]])
+    # Three groups losing all four: each group loses three (its best-scored one stays), never four,
+    # which would empty the tensor.
+    chosen = channels.feasible(inputs[:12], score, spare=inputs[12:])
+    np.testing.assert_array_equal(chosen, inputs[[0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14]])
+
+
+def test_min_keep_floor_holds_with_grouped_readers():
+    """The nearest equal decision never spends a channel the --min-keep floor keeps."""
+    model = _classifier(4)
+    x = random_inputs(model, 64)
+    _, report = onnxprune.prune(model, x, rows_per_layer=2048, eps_l2=20.0, min_keep=0.75)
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers["conv1"].channels_after >= 12 and layers["gconv2"].in_channels_after % 4 == 0

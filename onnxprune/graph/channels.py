@@ -24,6 +24,12 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.ops import RULES, Coupling, Layer, as_layer
 
+# ChannelGraph.feasible: what removing a class the selector kept costs, against 1 for keeping back
+# one it dropped (above 1: the nearest feasible decision keeps back rather than adds on a tie),
+# and how long the 0/1 program may take before the greedy keep-back is used.
+SPARE_COST = 1.25
+MILP_SECONDS = 30.0
+
 
 class UnionFind:
     """Disjoint sets over the integers handed out by :meth:`fresh`."""
@@ -175,12 +181,30 @@ class ChannelGraph:
                 out.append((node.outputs[0].name, coupling.blocks, f"grouped {node.op} '{name}' produces them"))
         return [c for c in out if c[0] in self.maps]
 
-    def feasible(self, removed: np.ndarray, score: Mapping[int, float] | None = None) -> np.ndarray:
-        """``removed`` less the classes a node's constraint needs kept: every block of a grouped
-        Conv's input or output (:meth:`constraints`) must lose the same count, so the blocks that
-        would lose more keep back their best-scored classes (by ``score``, else their first ones)."""
-        removed_set = {int(r) for r in removed}
+    def feasible(self, removed: np.ndarray, score: Mapping[int, float] | None = None,
+                 spare: np.ndarray | None = None) -> np.ndarray:
+        """The classes to remove instead of ``removed`` so that every block of a grouped Conv's input
+        or output (:meth:`constraints`) loses the same count: ``removed`` itself when it already does.
+
+        Otherwise blocks that would lose more keep back classes, their best-scored ones (by
+        ``score``, else their first ones). The constraints interlock (a ShuffleNet's stream is read
+        in groups of several widths, and its concatenations shift the blocks), so lowering each
+        block to its tensor's smallest count in turn can keep back far more than needed: the
+        nearest feasible decision is solved for as a small 0/1 program instead (see
+        :meth:`_nearest`), which may also remove a few of the ``spare`` classes (prunable classes
+        the caller kept, at SPARE_COST each) where that lets many more of ``removed`` go. The
+        result never empties a tensor that ``removed`` left channels in."""
         constraints = self.constraints()
+        greedy = self._keep_back(removed, score, constraints)
+        if greedy.size == len(removed):
+            return greedy
+        best = self._nearest(removed, np.zeros(0, dtype=np.int64) if spare is None else spare, score, constraints)
+        return greedy if best is None else best
+
+    def _keep_back(self, removed: np.ndarray, score: Mapping[int, float] | None,
+                   constraints: list[tuple[str, int, str]]) -> np.ndarray:
+        """Greedy: lower every block to its tensor's smallest count, until nothing changes."""
+        removed_set = {int(r) for r in removed}
         changed = True
         while changed:  # keeping a class back can change another constrained tensor's counts
             changed = False
@@ -198,6 +222,73 @@ class ChannelGraph:
                         removed_set -= set(order[:len(g) - target])
                         changed = True
         return np.array([r for r in removed if int(r) in removed_set], dtype=np.int64)
+
+    def _nearest(self, removed: np.ndarray, spare: np.ndarray, score: Mapping[int, float] | None,
+                 constraints: list[tuple[str, int, str]]) -> np.ndarray | None:
+        """The feasible decision nearest to removing ``removed``, by a 0/1 integer program (HiGHS).
+
+        One variable per class of ``removed`` or ``spare`` that a constrained tensor carries (the
+        others keep the caller's decision); per constrained tensor one equation per block after
+        the first (its count of removed channels equals the first block's); per tensor that could
+        lose every channel, a bound that it keeps one. Maximised: each class of ``removed`` that
+        goes counts 1, each class of ``spare`` that goes costs SPARE_COST, and small tie-breaks
+        keep back the best-scored and take the worst-scored spares first. None when the solver
+        finds no solution in time (the caller then keeps back greedily)."""
+        from scipy.optimize import LinearConstraint, milp
+
+        wanted = list(dict.fromkeys(int(r) for r in removed))
+        extra = [c for c in dict.fromkeys(int(r) for r in spare) if c not in set(wanted)]
+        in_constraint = set()
+        for name, n_blocks, _ in constraints:
+            classes = self.root_of[self.maps[name]]
+            if classes.size % n_blocks:
+                return None
+            in_constraint.update(int(c) for c in classes)
+        variables = [c for c in wanted + extra if c in in_constraint]
+        column = {c: i for i, c in enumerate(variables)}
+        fixed_gone = {c for c in wanted if c not in column}
+        n = len(variables)
+        rows, lower, upper = [], [], []
+        for name, n_blocks, _ in constraints:
+            counts = np.zeros((n_blocks, n))
+            fixed = np.zeros(n_blocks)
+            for k, block in enumerate(self.root_of[self.maps[name]].reshape(n_blocks, -1)):
+                for c in block:
+                    if int(c) in column:
+                        counts[k, column[int(c)]] += 1
+                    elif int(c) in fixed_gone:
+                        fixed[k] += 1
+            for k in range(1, n_blocks):
+                if (counts[k] - counts[0]).any() or fixed[k] != fixed[0]:
+                    rows.append(counts[k] - counts[0])
+                    lower.append(fixed[0] - fixed[k])
+                    upper.append(fixed[0] - fixed[k])
+        removable = set(column) | fixed_gone
+        for classes in {tuple(np.unique(self.root_of[ids])) for ids in self.maps.values() if ids.size}:
+            if all(int(c) in removable for c in classes) and any(int(c) in column for c in classes):
+                row = np.zeros(n)
+                row[[column[int(c)] for c in classes if int(c) in column]] = 1
+                rows.append(row)
+                lower.append(-np.inf)
+                upper.append(len(classes) - 1 - sum(int(c) in fixed_gone for c in classes))
+        if not rows:
+            return None
+        # Tie-breaks (summing to well under one channel): keep back the best-scored, spend the worst-scored spares.
+        values = np.array([(score or {}).get(c, 0.0) for c in variables])
+        rank = np.empty(n)
+        rank[np.lexsort((np.arange(n), -values))] = np.arange(n)  # 0: the best score (ties: the first)
+        tie = 0.2 * (1.0 + rank) / (n + 1) ** 2
+        is_wanted = np.array([c not in set(extra) for c in variables])
+        gain = np.where(is_wanted, 1.0 + tie, -SPARE_COST + tie)
+        result = milp(-gain, constraints=LinearConstraint(np.array(rows), lower, upper), integrality=np.ones(n),
+                      bounds=(0, 1), options={"time_limit": MILP_SECONDS})
+        if result.x is None:
+            return None
+        gone = {c for c, x in zip(variables, result.x) if x > 0.5} | fixed_gone
+        chosen = np.array([c for c in wanted + extra if c in gone], dtype=np.int64)
+        if self._keep_back(chosen, None, constraints).size != chosen.size:
+            return None  # not feasible after all (rounding): the caller keeps back greedily
+        return chosen
 
     def params_controlled(self, roots: np.ndarray, layer_scale: Mapping[str, float] | None = None) -> float:
         """Parameters that would go if every channel of the given classes went: producer rows (and

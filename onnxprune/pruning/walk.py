@@ -130,10 +130,10 @@ class Pruner:
         rows_before = self._out_rows(first)
         problems = self._unit_problems(unit, first, rows_before)
         t1 = time.perf_counter()
-        scores, keep, how = self._choose(unit, problems)
+        scores, keep, floor, how = self._choose(unit, problems)
         self.timings["statistics"] += t1 - t0
         self.timings["solve"] += time.perf_counter() - t1
-        removed = self._remove(unit, keep, scores)
+        removed = self._remove(unit, keep, scores, floor)
         group_problems, rows = problems[0], self._out_rows(first)
         if rows is not None:  # the layer feeds its own input (y = x + conv(x)): its outputs just shrank
             group_problems = restrict_targets(group_problems, rows if rows_before is None else rows[rows_before])
@@ -154,23 +154,25 @@ class Pruner:
                  for p, layer in zip(later, unit.consumers[1:])]
         return [problems] + later
 
-    def _choose(self, unit: Unit, problems: list[list[LayerProblem]]) -> tuple[np.ndarray, np.ndarray, str]:
-        """(scores, keep mask over the unit's local channels, what was done). The solve sees every
-        group of every reader as one regression."""
+    def _choose(self, unit: Unit, problems: list[list[LayerProblem]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """(scores, keep mask over the unit's local channels, the channels the ``--min-keep`` floor
+        added to it, what was done). The solve sees every group of every reader as one regression."""
         normalised = [n for groups, layer in zip(problems, unit.consumers)
                       for n in normalise_groups(groups, output_gain(layer))]
         flat = [p for groups in problems for p in groups]
         candidates = Candidates(unit, flat, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
                                 lambda: [w for layer, groups in zip(unit.consumers, problems)
                                          for w in self._original_weight(layer, [p.n_features for p in groups])])
-        scores, keep, how = choose(candidates, self.config)
-        keep = keep_at_least(keep, scores, unit, self.channels, self.config.min_keep)
+        scores, chosen, how = choose(candidates, self.config)
+        keep = keep_at_least(chosen, scores, unit, self.channels, self.config.min_keep)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
-        return scores, keep, how
+        return scores, keep, keep & ~chosen, how
 
-    def _remove(self, unit: Unit, keep: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Remove the classes ``keep`` drops from the pruned graph and its cached activations
-        (``keep`` is widened in place where a tensor would lose every channel); the removed classes."""
+    def _remove(self, unit: Unit, keep: np.ndarray, scores: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Remove the classes ``keep`` drops from the pruned graph and its cached activations;
+        the removed classes. ``keep`` is changed in place where a tensor would lose every channel
+        and where the groups of a grouped Conv would lose unequal counts (the nearest equal
+        decision may also drop a few kept channels, never those of the ``floor``)."""
         removed = unit.classes[~keep[:len(unit.classes)]]
         index = unit.local_index
         for classes in self.channels.emptied(removed):
@@ -178,11 +180,13 @@ class Pruner:
             local = [index[int(c)] for c in classes]
             keep[local[int(np.argmax(scores[local]))]] = True
             removed = unit.classes[~keep[:len(unit.classes)]]
-        # Constraints of the graph (a grouped Conv's groups lose the same count): keep back the best.
-        feasible = self.channels.feasible(removed, {int(c): float(scores[index[int(c)]]) for c in removed})
-        if feasible.size < removed.size:
-            keep[[index[int(c)] for c in np.setdiff1d(removed, feasible)]] = True
-            removed = unit.classes[~keep[:len(unit.classes)]]
+        # Constraints of the graph (a grouped Conv's groups lose the same count): the nearest equal decision.
+        n = len(unit.classes)
+        feasible = self.channels.feasible(removed, {int(c): float(scores[index[int(c)]]) for c in unit.classes},
+                                          spare=unit.classes[keep[:n] & ~floor[:n]])
+        if not np.array_equal(np.sort(feasible), np.sort(removed)):
+            keep[:n] = ~np.isin(unit.classes, feasible)
+            removed = unit.classes[~keep[:n]]
         if removed.size:
             start = time.perf_counter()
             keep_of = remove_classes(self.channels, self.pruned, removed)

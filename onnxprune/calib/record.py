@@ -66,11 +66,8 @@ class LayerRecorder:
             x0 = extract_patches(x_original, geometry, images, rows, cols)
         else:
             x, x0 = x_pruned, x_original
-        if len(self.groups) == 1:
-            weight, bias, _, moments = self.groups[0]
-            moments.add(x, x0 @ weight.T + bias)
-            return
-        # Channel-major features: group k's are the k-th contiguous block, in either network.
+        # Channel-major features: group k's are the k-th contiguous block, in either network (an
+        # ungrouped layer is the one block of all of them).
         step, step0 = x.shape[1] // len(self.groups), x0.shape[1] // len(self.groups)
         for k, (weight, bias, _, moments) in enumerate(self.groups):
             moments.add(x[:, k * step:(k + 1) * step], x0[:, k * step0:(k + 1) * step0] @ weight.T + bias)

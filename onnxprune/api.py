@@ -19,18 +19,21 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from onnxprune.calib.data import calibration_from_arrays, input_specs, load_calibration
+from onnxprune.calib.data import (CalibrationSets, calibration_from_arrays, input_specs, load_calibration,
+                                  loaded_samples, split_held_out)
 from onnxprune.calib.images import Preprocessing, check_preprocessing, is_image_folder, load_image_calibration
 from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.graph.io import check_model, load_model
 from onnxprune.graph.shapes import tensor_shapes  # noqa: F401  (the tests' and tools' historical import)
+from onnxprune.measure.fidelity import measure_fidelity
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.pruning.once import prune_once
 from onnxprune.report import Report
 from onnxprune.search.budget import History, SearchOptions, budget_from, find_budget
+from onnxprune.search.guard import FidelityBound, find_guarded
 
-Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray]
+Calibration = str | os.PathLike | np.ndarray | Mapping[str, np.ndarray] | CalibrationSets
 ModelSource = onnx.ModelProto | str | os.PathLike
 
 
@@ -50,7 +53,10 @@ def prune(model: ModelSource, calib: Calibration, config: PruneConfig | None = N
     ----------
     model : an ONNX ModelProto or the path of a .onnx file.
     calib : calibration inputs: a .npy/.npz file or directory of them, a folder of images (see
-        ``preprocessing``), an array (single-input models) or a mapping from graph input name to array.
+        ``preprocessing``), an array (single-input models), a mapping from graph input name to
+        array, or the CalibrationSets of :func:`calibration_sets` (already split and validated).
+        ``config.holdout`` of the samples are held out from the statistics to measure
+        ``report.fidelity``.
     config : a PruneConfig (defaults: ``PruneConfig()``).
     progress : called with one line per layer as the work advances.
     preprocessing : how an image folder given as ``calib`` becomes inputs; refused for other data.
@@ -63,9 +69,33 @@ def prune(model: ModelSource, calib: Calibration, config: PruneConfig | None = N
     """
     started = time.perf_counter()
     config = _config(config, overrides, metric=None)
-    model, feeds = _inputs(model, calib, config, preprocessing)
-    pruned, report = prune_once(model, feeds, config, progress or (lambda line: None), started)
-    return PruneResult(pruned, replace(report, peak_memory_mb=peak_memory_mb()))
+    model, sets = _inputs(model, calib, config, preprocessing)
+    pruned, report = prune_once(model, sets.fit, config, progress or (lambda line: None), started)
+    return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
+
+
+def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | None = None, *,
+                 bound: FidelityBound | None = None, progress: Callable[[str], None] | None = None,
+                 preprocessing: Preprocessing | None = None, **overrides) -> PruneResult:
+    """Prune as hard as the held-out fidelity allows: ε_L2 is searched for (from ``config.eps_l2``)
+    for the sparsest model whose top-1 disagreement with the original on the held-out calibration
+    samples is at most ``bound.max_disagreement``, and whose other outputs' relative error is at
+    most ``bound.max_relative_error`` (``report.guard`` lists the trials). This is the CLI's
+    default when neither --eps-l2 nor a budget is given. Without held-out samples (``holdout`` 0,
+    or fewer than 8 calibration samples) nothing can be checked: it prunes once at ``config.eps_l2``
+    and ``report.guard`` is None. Other arguments as for :func:`prune`.
+    """
+    started = time.perf_counter()
+    config = _config(config, overrides, metric=None)
+    model, sets = _inputs(model, calib, config, preprocessing)
+    say = progress or (lambda line: None)
+    if not _samples(sets.held):
+        pruned, report = prune_once(model, sets.fit, config, say, started)
+        return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
+    pruned, report = find_guarded(bound or FidelityBound(), config, sets, partial(prune_once, model),
+                                  partial(measure_fidelity, model, batch_size=config.batch_size), say)
+    return PruneResult(pruned, replace(report, seconds=round(time.perf_counter() - started, 3),
+                                       peak_memory_mb=peak_memory_mb()))
 
 
 def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig | None = None, *,
@@ -88,27 +118,37 @@ def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig 
     if budget is None:
         raise ConfigError("prune_to_budget needs target_sparsity or target_macs (prune() takes a fixed eps_l2)")
     config = _config(config, overrides, metric=budget.metric)
-    model, feeds = _inputs(model, calib, config, preprocessing)
-    pruned, report = find_budget(budget, config, feeds, partial(prune_once, model), progress or (lambda line: None),
-                                 history=history)
-    return PruneResult(pruned, replace(report, seconds=round(time.perf_counter() - started, 3),
-                                       peak_memory_mb=peak_memory_mb()))
+    model, sets = _inputs(model, calib, config, preprocessing)
+    pruned, report = find_budget(budget, config, sets.fit, partial(prune_once, model),
+                                 progress or (lambda line: None), history=history)
+    return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
 
 
 def calibration_feeds(model: onnx.ModelProto, calib: Calibration, config: PruneConfig | None = None, *,
                       preprocessing: Preprocessing | None = None) -> dict[str, np.ndarray]:
-    """The validated calibration inputs that pruning uses (the ``config.max_samples`` subset drawn
-    with ``config.seed``), for measurements on the same samples; feeding them back to prune()
-    gives the same result."""
+    """The validated calibration inputs that pruning's statistics use (see :func:`calibration_sets`)."""
+    return calibration_sets(model, calib, config, preprocessing=preprocessing).fit
+
+
+def calibration_sets(model: onnx.ModelProto, calib: Calibration, config: PruneConfig | None = None, *,
+                     preprocessing: Preprocessing | None = None) -> CalibrationSets:
+    """The validated calibration inputs, split: ``fit``, the ``config.max_samples`` that the
+    statistics use, and ``held``, the ``config.holdout`` held out to measure fidelity (from beyond
+    max_samples when the data has them, else at most 1/8 of the samples), drawn with ``config.seed``.
+    Feeding them back to prune() gives the same result."""
     config = config or PruneConfig()
+    if isinstance(calib, CalibrationSets):
+        return calib
     check_preprocessing(preprocessing, calib)
     specs = input_specs(model)
-    subset = {"max_samples": config.max_samples, "seed": config.seed}
+    subset = {"max_samples": loaded_samples(config.max_samples, config.holdout), "seed": config.seed}
     if not isinstance(calib, (str, os.PathLike)):
-        return calibration_from_arrays(calib, specs, **subset)
-    if is_image_folder(calib):
-        return load_image_calibration(calib, specs, preprocessing, **subset)
-    return load_calibration(Path(calib), specs, **subset)
+        data = calibration_from_arrays(calib, specs, **subset)
+    elif is_image_folder(calib):
+        data = load_image_calibration(calib, specs, preprocessing, **subset)
+    else:
+        data = load_calibration(Path(calib), specs, **subset)
+    return split_held_out(data, config.max_samples, config.holdout, config.seed)
 
 
 def _config(config: PruneConfig | None, overrides: dict, *, metric: str | None) -> PruneConfig:
@@ -119,6 +159,22 @@ def _config(config: PruneConfig | None, overrides: dict, *, metric: str | None) 
 
 
 def _inputs(model: ModelSource, calib: Calibration, config: PruneConfig,
-            preprocessing: Preprocessing | None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+            preprocessing: Preprocessing | None) -> tuple[onnx.ModelProto, CalibrationSets]:
     model = load_model(model) if isinstance(model, (str, os.PathLike)) else check_model(model)
-    return model, calibration_feeds(model, calib, config, preprocessing=preprocessing)
+    return model, calibration_sets(model, calib, config, preprocessing=preprocessing)
+
+
+def _samples(feeds: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(feeds.values()))) if feeds else 0
+
+
+def _with_fidelity(result: PruneResult, original: onnx.ModelProto, sets: CalibrationSets, config: PruneConfig,
+                   started: float) -> PruneResult:
+    """The result with its held-out fidelity, the wall time and peak memory read after measuring it."""
+    start = time.perf_counter()
+    fidelity = measure_fidelity(original, result.model, sets.held, batch_size=config.batch_size)
+    report = result.report
+    timings = {**report.timings, "fidelity": round(time.perf_counter() - start, 3)} if fidelity else report.timings
+    return PruneResult(result.model, replace(report, fidelity=fidelity, timings=timings,
+                                             seconds=round(time.perf_counter() - started, 3),
+                                             peak_memory_mb=peak_memory_mb()))

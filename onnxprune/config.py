@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from onnxprune.errors import ConfigError
 
+# The fidelity bounds of the default strength search (search/guard.py), here so that the CLI's
+# --help shows them without importing it. Calibrated in docs/fidelity.md.
+DEFAULT_MAX_DISAGREEMENT = 0.02
+DEFAULT_MAX_RELATIVE_ERROR = 0.25
 SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
 PRICINGS = ("params", "macs")
 
@@ -27,6 +31,9 @@ class PruneConfig:
         model mean) to this power: 0 treats all layers alike, 1 prunes hardest where the
         parameters are (see docs/method.md for the measurements).
     max_samples : calibration samples used (a random subset when there are more; None = all).
+    holdout : calibration samples held out from the statistics to measure the pruned model's
+        fidelity (``Report.fidelity``): taken from beyond max_samples when the data has them,
+        otherwise from the samples themselves (at most 1/8 of them); 0 = none.
     rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
     ridge : relative ridge of the final least-squares refit of the kept channels.
     refit_prior : shrink the refit towards the original layer's weights (True) or towards 0.
@@ -57,6 +64,7 @@ class PruneConfig:
     threshold: float = 0.5
     param_weighting: float = 1.0
     max_samples: int | None = 1024
+    holdout: int = 256
     rows_per_layer: int = 32768
     ridge: float = 1e-3
     refit_prior: bool = True
@@ -89,6 +97,8 @@ class PruneConfig:
                             "activation_memory_mb": self.activation_memory_mb}.items():
             if not value >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.holdout < 0:
+            raise ConfigError(f"holdout must be >= 0, got {self.holdout}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
         if not 0 <= self.min_keep <= 1:

@@ -51,6 +51,29 @@ class OutputCheck:
 
 
 @dataclass(frozen=True)
+class OutputFidelity:
+    """How far one output of the pruned model is from the original's on the held-out samples."""
+
+    name: str
+    relative_error: float  # ||pruned - original|| / ||original||, over all held-out samples
+    # Share of samples whose arg-max is the original's, for outputs with one axis of scores
+    # ((N, classes), (N, classes, 1, 1), ...); None for other outputs (maps, boxes).
+    top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The pruned model against the original on calibration samples held out from the statistics:
+    no labels needed. ``disagreement`` is the largest share of changed top-1 decisions over the
+    outputs that have them (None without such an output), ``relative_error`` the largest over all."""
+
+    samples: int
+    outputs: list[OutputFidelity]
+    disagreement: float | None
+    relative_error: float
+
+
+@dataclass(frozen=True)
 class Latency:
     """Median onnxruntime CPU latency of one run of a batch, original vs pruned (interleaved runs)."""
 
@@ -70,6 +93,20 @@ class Trial:
     params_removed: float
     macs_removed: float
     seconds: float
+    disagreement: float | None = None  # held-out fidelity of the trial (strength searches)
+    relative_error: float | None = None
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    """How the default strength was chosen: the sparsest trial whose held-out fidelity stayed
+    within the bounds (``met`` False when no trial did: then the most faithful one)."""
+
+    max_disagreement: float
+    max_relative_error: float
+    eps_l2: float
+    met: bool
+    trials: list[Trial] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,6 +140,8 @@ class Report:
     check: OutputCheck | None = None
     latency: list[Latency] = field(default_factory=list)
     search: SearchReport | None = None  # set when a budget was asked for
+    guard: GuardReport | None = None  # set when the strength was searched for under the fidelity bounds
+    fidelity: Fidelity | None = None  # on the held-out calibration samples; None when none were held out
     # Graph inputs whose symbolic dims (besides the batch) were set to the calibration data's sizes
     # to count MACs: name -> shape used, the batch as declared. Empty when the model fixes them.
     input_shapes: dict[str, list] = field(default_factory=dict)

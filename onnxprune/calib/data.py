@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -195,6 +196,46 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> np.ndarray | N
         return None
     # Sorted indices keep the original order, so results do not depend on draw order.
     return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+
+
+class CalibrationSets(NamedTuple):
+    """Calibration samples in two disjoint parts: ``fit`` for the statistics, ``held`` held out from
+    them to measure the pruned model's fidelity (empty arrays when none could be spared)."""
+
+    fit: dict[str, np.ndarray]
+    held: dict[str, np.ndarray]
+
+
+# Held-out samples carved out of the statistics' samples are at most this fraction of them.
+HELD_OUT_SHARE = 8
+# Offsets the held-out draw's seed from the subset's, so that the two draws are independent.
+_HELD_OUT_SEED = 7919
+
+
+def loaded_samples(max_samples: int | None, holdout: int) -> int | None:
+    """How many samples to load so that the held-out ones can come from beyond the statistics'."""
+    return None if max_samples is None else max_samples + holdout
+
+
+def held_out_count(loaded: int, max_samples: int | None, holdout: int) -> int:
+    """How many of ``loaded`` samples to hold out: ``holdout`` when the data has that many beyond
+    ``max_samples`` (the statistics then use ``max_samples``, as without a hold-out); otherwise the
+    samples beyond it, or 1/8 of all, whichever is more (at most ``holdout``)."""
+    beyond = loaded - max_samples if max_samples is not None else 0
+    return min(holdout, max(beyond, loaded // HELD_OUT_SHARE))
+
+
+def split_held_out(data: dict[str, np.ndarray], max_samples: int | None, holdout: int, seed: int) -> CalibrationSets:
+    """Split validated samples (:func:`loaded_samples` of them at most) into the statistics' and the
+    held-out ones, by a seeded draw; both keep the original order."""
+    n = next(iter(data.values())).shape[0]
+    held_n = held_out_count(n, max_samples, holdout)
+    if held_n == 0:  # nothing to spare: no copy of the samples
+        return CalibrationSets(data, {name: arr[:0] for name, arr in data.items()})
+    order = np.random.default_rng(seed + _HELD_OUT_SEED).permutation(n)
+    held, fit = np.sort(order[:held_n]), np.sort(order[held_n:])
+    return CalibrationSets({name: np.ascontiguousarray(arr[fit]) for name, arr in data.items()},
+                           {name: np.ascontiguousarray(arr[held]) for name, arr in data.items()})
 
 
 def _subset(data: dict[str, np.ndarray], max_samples: int | None, seed: int) -> dict[str, np.ndarray]:

@@ -59,6 +59,10 @@ CALIBRATION = [
                       "or a folder of images (flat or one sub-folder per class; see --size, --mean, --std)."),
     click.option("--samples", type=click.IntRange(min=1), default=DEFAULTS.max_samples, show_default=True,
                  help="Calibration samples to use; a random subset (see --seed) when there are more."),
+    click.option("--holdout", type=click.IntRange(min=0), default=DEFAULTS.holdout, show_default=True, metavar="N",
+                 help="Calibration samples held out from the statistics to measure the pruned model's fidelity "
+                      "(top-1 agreement and relative error against the original; no labels needed): taken from "
+                      "beyond --samples when the data has them, else from them (at most 1/8). 0: none."),
 ]
 SELECTION = [
     click.option("--eps-entropy", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.eps_entropy,
@@ -124,11 +128,13 @@ SHARED = [*CALIBRATION, *SELECTION, *SEARCH, *IMAGES, SEED, ACTIVATION_MEMORY, Q
 
 def config(options: dict) -> PruneConfig:
     """The PruneConfig of the pruning options (sweep has no single --eps-l2: the default then)."""
-    return PruneConfig(eps_l2=options.get("eps_l2", DEFAULTS.eps_l2), eps_entropy=options["eps_entropy"],
+    eps_l2 = options.get("eps_l2")  # prune without --eps-l2 searches it, from the default
+    return PruneConfig(eps_l2=DEFAULTS.eps_l2 if eps_l2 is None else eps_l2, eps_entropy=options["eps_entropy"],
                        threshold=options["threshold"], max_samples=options["samples"],
                        param_weighting=options["param_weighting"], max_iter=options["max_iter"],
                        exclude=frozenset(options["exclude"]), seed=options["seed"],
                        activation_memory_mb=options["activation_memory"], min_keep=options["min_keep"],
+                       holdout=options["holdout"],
                        layer_eps=layer_eps(options["layer_eps"]), pricing=options["pricing"])
 
 

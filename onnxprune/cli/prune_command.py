@@ -12,9 +12,24 @@ import onnxprune.cli.options as shared
 import onnxprune.cli.summary as summary
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, DEFAULTS, default
+from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_RELATIVE_ERROR
 
-EPS_L2 = click.option("--eps-l2", type=click.FloatRange(min=0), default=DEFAULTS.eps_l2, show_default=True,
-                      help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels.")
+EPS_L2 = click.option("--eps-l2", type=click.FloatRange(min=0), metavar="F",
+                      help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels. "
+                           "Not given (and no budget): searched for, from "
+                           f"{DEFAULTS.eps_l2:g}, for the sparsest model within --max-disagreement and "
+                           "--max-relative-error on the held-out samples (about 3 prunes).")
+GUARD = [
+    click.option("--max-disagreement", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
+                 default=DEFAULT_MAX_DISAGREEMENT, show_default=True,
+                 help="Fidelity bound: the share of held-out top-1 decisions (outputs with one axis of scores) "
+                      "that may change. Bounds the search without --eps-l2; with it or a budget, a warning "
+                      "when exceeded."),
+    click.option("--max-relative-error", type=click.FloatRange(min=0, min_open=True), metavar="F",
+                 default=DEFAULT_MAX_RELATIVE_ERROR, show_default=True,
+                 help="Fidelity bound for every other output (maps, boxes): ||pruned - original|| / ||original|| "
+                      "on the held-out samples. Used as --max-disagreement is."),
+]
 BUDGET = [
     click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
                  help="Budget: remove this fraction of the parameters (0.7 = 70 %). --eps-l2 is searched for "
@@ -72,7 +87,7 @@ Exit status: 0 on success, 1 when an input is unusable (the message says which a
 )
 @click.argument("in_path", metavar="IN.onnx", type=click.Path(path_type=Path))
 @click.argument("out_path", metavar="OUT.onnx", type=click.Path(path_type=Path))
-@shared.apply(shared.CALIBRATION, EPS_L2, shared.SELECTION, BUDGET, shared.SEARCH, MEASURE, shared.IMAGES, REPORT,
+@shared.apply(shared.CALIBRATION, EPS_L2, GUARD, shared.SELECTION, BUDGET, shared.SEARCH, MEASURE, shared.IMAGES, REPORT,
               shared.SEED, OUTPUT, shared.ACTIVATION_MEMORY, shared.QUIET, VERBOSE)
 def prune_command(in_path: Path, out_path: Path, **options) -> None:
     """Prune the channels of IN.onnx that the network can do without, reconstruct the remaining
@@ -83,13 +98,19 @@ def prune_command(in_path: Path, out_path: Path, **options) -> None:
     guarded(lambda: _run(in_path, out_path, options["calib"], shared.config(options), options["report_path"],
                          options["quiet"], external_data=options["external_data"], force=options["force"],
                          measure={**_measure_options(options), "profile": options["verbose"]},
-                         budget=_budget(options)))
+                         budget=_budget(options), strength=_strength(options)))
 
 
 def _budget(options: dict) -> dict:
     """prune_to_budget()'s keywords: target_sparsity / target_macs and the search options."""
     return {"target_sparsity": options["target_sparsity"], "target_macs": options["target_macs"],
             "search": shared.search(options)}
+
+
+def _strength(options: dict) -> dict:
+    """Whether --eps-l2 was given, and the fidelity bounds (the search's, or the warning's)."""
+    return {"eps_given": options["eps_l2"] is not None, "max_disagreement": options["max_disagreement"],
+            "max_relative_error": options["max_relative_error"]}
 
 
 def _measure_options(options: dict) -> dict:
@@ -102,13 +123,14 @@ def _measure_options(options: dict) -> dict:
 
 def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path | None, quiet: bool,
          *, external_data: bool = False, force: bool = False, measure: dict | None = None,
-         budget: dict | None = None) -> None:
-    from onnxprune.api import calibration_feeds, prune, prune_to_budget
+         budget: dict | None = None, strength: dict | None = None) -> None:
+    from onnxprune.api import calibration_sets, prune, prune_safely, prune_to_budget
     from onnxprune.calib.images import check_preprocessing, is_image_folder
     from onnxprune.errors import OutputError
     from onnxprune.graph.io import check_writable, load_model, save_model, write_text
     from onnxprune.measure.measurements import Measurements
     from onnxprune.search.budget import budget_from
+    from onnxprune.search.guard import FidelityBound
 
     if out_path.resolve() == in_path.resolve() and not force:
         raise OutputError(f"{out_path}: is the input model; write the pruned model to another path "
@@ -119,7 +141,8 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     for path in (out_path, data_path, report_path):
         if path is not None:
             check_writable(path)
-    measure, budget = measure or {}, budget or {}
+    measure, budget, strength = measure or {}, budget or {}, strength or {"eps_given": True}
+    bound = FidelityBound(**{k: v for k, v in strength.items() if k != "eps_given"})
     say = progress_printer(quiet)
     started = time.perf_counter()
     budget_from(budget.get("target_sparsity"), budget.get("target_macs"), budget.get("search"))  # refused early
@@ -128,13 +151,15 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     check_preprocessing(preprocessing, calib, measure.get("eval"))
     measurements = Measurements(**measure)
     measurements.score_original(original, say)  # unusable labelled data fails before any pruning
-    feeds = calibration_feeds(original, calib, config, preprocessing=preprocessing if is_image_folder(calib) else None)
-    if budget.get("target_sparsity") is None and budget.get("target_macs") is None:
-        model, report = prune(original, feeds, config, progress=say)
+    sets = calibration_sets(original, calib, config, preprocessing=preprocessing if is_image_folder(calib) else None)
+    if budget.get("target_sparsity") is not None or budget.get("target_macs") is not None:
+        model, report = prune_to_budget(original, sets, config, progress=say, **budget)
+    elif strength["eps_given"]:
+        model, report = prune(original, sets, config, progress=say)
     else:
-        model, report = prune_to_budget(original, feeds, config, progress=say, **budget)
+        model, report = prune_safely(original, sets, config, bound=bound, progress=say)
     report = measurements.add_to(replace(report, seconds=round(time.perf_counter() - started, 3)), original,
-                                 model, feeds, batch_size=config.batch_size, say=say)
+                                 model, sets.fit, batch_size=config.batch_size, say=say)
     data_path = save_model(model, out_path, external_data=external_data)
     if report_path is not None:
         write_text(report.to_json(), report_path)
@@ -144,5 +169,8 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
         click.echo(summary.summary(report))
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
+    warning = summary.fidelity_warning(report, bound, searched=not strength["eps_given"])
+    if warning:
+        click.echo(f"onnxprune: warning: {warning}", err=True)
     if measure and measure.get("profile"):
         click.echo(summary.breakdown(report.timings, report.seconds, report.activations))

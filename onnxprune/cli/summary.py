@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 from onnxprune.report import KEPT_BY_SELECTION  # a light module: --help stays free of heavy imports
 
 if TYPE_CHECKING:
-    from onnxprune.report import Report
+    from onnxprune.report import Fidelity, Report
+    from onnxprune.search.guard import FidelityBound
 
 # Parts of the main timings, or about them, that the one-line note leaves to --verbose (breakdown).
 _DETAIL_TIMINGS = frozenset({"forward_original", "forward_pruned", "store_io", "forward_once", "rewrite", "export",
-                             "verify"})
+                             "verify", "fidelity"})
 
 # (timings key, label), in the order of a run; the forward passes and the statistics include the
 # activation store's disk I/O, which is shown on its own line as well.
@@ -31,6 +32,7 @@ PHASES = (
     ("rewrite", "graph rewrite"),
     ("export", "export"),
     ("verify", "verify"),
+    ("fidelity", "fidelity on the held-out samples"),
 )
 SOLVER = ("solve", "refit")
 # The figure of merit (issue 6): (total - solver) / one plain forward pass over the calibration set.
@@ -62,6 +64,9 @@ def summary(report: Report) -> str:
     lines.append(f"wall time:  {report.seconds:.1f}s" + _timing_note(report))
     if report.search is not None:
         lines.append(f"budget:     {search_note(report)}")
+    if report.guard is not None:
+        lines.append(f"strength:   {guard_note(report)}")
+    lines.append(f"fidelity:   {fidelity_note(report.fidelity)}")
     lines += measurement_lines(report)
     frozen = [(layer.name, layer.frozen) for layer in report.layers if layer.frozen]
     outputs = [(layer.name, reason) for layer in report.layers
@@ -83,7 +88,42 @@ def result_line(report: Report, out_path: str | os.PathLike) -> str:
     return (f"{out_path}: parameters {report.params_before:,} -> {report.params_after:,} "
             f"({report.params_removed:.1%} removed), MACs {report.macs_removed:.1%} removed, "
             f"{report.seconds:.1f}s{measurement_note(report)}"
-            + (f"; budget: {search_note(report)}" if report.search is not None else ""))
+            + (f"; budget: {search_note(report)}" if report.search is not None else "")
+            + (f"; strength: {guard_note(report)}" if report.guard is not None else "")
+            + f"; fidelity: {fidelity_note(report.fidelity)}")
+
+
+def fidelity_note(fidelity: Fidelity | None) -> str:
+    """The held-out fidelity in one line."""
+    if fidelity is None:
+        return "not measured (no calibration samples held out: see --holdout)"
+    parts = []
+    if fidelity.disagreement is not None:
+        parts.append(f"top-1 agrees with the original on {1 - fidelity.disagreement:.1%} "
+                     f"(disagreement {fidelity.disagreement:.1%})")
+    parts.append(f"relative output error {fidelity.relative_error:.3g}")
+    return ", ".join(parts) + f", on {fidelity.samples:,} held-out calibration samples"
+
+
+def guard_note(report: Report) -> str:
+    """How the default strength was chosen, in one line."""
+    g = report.guard
+    bounds = f"disagreement <= {g.max_disagreement:.1%}, relative error <= {g.max_relative_error:g}"
+    how = (f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})" if g.met else
+           f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one")
+    return f"--eps-l2 {g.eps_l2:g}, {how}"
+
+
+def fidelity_warning(report: Report, bound: FidelityBound, *, searched: bool) -> str:
+    """A one-line warning when the written model is not known to be faithful ('' when it is)."""
+    if report.fidelity is None:
+        return ("no calibration samples were held out, so the pruned model's fidelity was not measured"
+                + ("; the default --eps-l2 was used unchecked" if searched else ""))
+    if bound.excess(report.fidelity) <= 1:
+        return ""
+    advice = ("no strength tried was within the bound" if searched
+              else "a smaller --eps-l2 (or budget) keeps more of the model; without one, the strength is searched")
+    return f"held-out {bound.describe(report.fidelity)}: beyond the bound; {advice}"
 
 
 def search_note(report: Report) -> str:

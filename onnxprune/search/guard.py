@@ -1,0 +1,149 @@
+"""The safe default: the strongest ε_L2 whose pruned model is still, on held-out samples, the same model.
+
+A user without labels cannot tell a 0.1 pt loss from a 5 pt one, and no single ε_L2 suits every
+model (issue 16: the default of 0.8 cost 3–5 pt on some pretrained classifiers). So with no strength
+given, trials at several ε_L2 are scored on the calibration samples held out from the statistics:
+the share of top-1 decisions that change (outputs with one axis of scores) and the relative error
+(every other output). The sparsest trial within both bounds is kept.
+
+The measures grow with ε_L2, roughly as a power of it, with noise (a held-out sample flips or not),
+so the search steps by a factor of 4 from the starting ε_L2 until the bound is bracketed, then
+interpolates log(measure / bound) linearly in log ε_L2. Stepping up stops at ``max_trials``;
+stepping down goes on (up to :data:`MAX_TRIALS_DOWN`) until a trial is within the bounds, because
+the search must not hand back a model it measured as unfaithful when a weaker one would do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+
+from onnxprune.calib.data import CalibrationSets
+from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
+from onnxprune.errors import ConfigError
+from onnxprune.report import Fidelity, GuardReport, Report, Trial
+
+STEP = math.log(4.0)  # ε_L2 changes by this factor while the bound is not bracketed
+EPS_RANGE = (1e-6, 1e6)
+MAX_TRIALS_DOWN = 8  # trials at most while no trial is within the bounds
+INTERIOR = 0.2  # an interpolated trial keeps this share of the bracket's width from either end
+
+PruneOnce = Callable[[dict[str, np.ndarray], PruneConfig, Callable[[str], None]], tuple[onnx.ModelProto, Report]]
+FidelityOf = Callable[[onnx.ModelProto, dict[str, np.ndarray]], Fidelity | None]
+
+
+@dataclass(frozen=True)
+class FidelityBound:
+    """How faithful the default-strength model must stay on the held-out calibration samples.
+
+    max_disagreement : largest share of changed top-1 decisions, for outputs with one axis of scores.
+    max_relative_error : largest ||pruned - original|| / ||original||, for every other output.
+    max_trials : prunes at most while a faithful trial is known (more only to find the first one).
+    """
+
+    max_disagreement: float = DEFAULT_MAX_DISAGREEMENT
+    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
+    max_trials: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_disagreement < 1:
+            raise ConfigError(f"max_disagreement must be a fraction in (0, 1), got {self.max_disagreement}")
+        if not self.max_relative_error > 0:
+            raise ConfigError(f"max_relative_error must be > 0, got {self.max_relative_error}")
+        if self.max_trials < 1:
+            raise ConfigError(f"max_trials must be >= 1, got {self.max_trials}")
+
+    def excess(self, fidelity: Fidelity) -> float:
+        """The worst output's measure over its bound: at most 1 is within the bounds."""
+        return max((1 - o.top1_agreement) / self.max_disagreement if o.top1_agreement is not None
+                   else o.relative_error / self.max_relative_error for o in fidelity.outputs)
+
+    def describe(self, fidelity: Fidelity) -> str:
+        """The measures that the bounds apply to on this model, with their bounds."""
+        parts = []
+        if fidelity.disagreement is not None:
+            parts.append(f"top-1 disagreement {fidelity.disagreement:.1%} (at most {self.max_disagreement:.1%})")
+        others = [o.relative_error for o in fidelity.outputs if o.top1_agreement is None]
+        if others:
+            parts.append(f"relative error {max(others):.3f} (at most {self.max_relative_error:g})")
+        return ", ".join(parts)
+
+
+@dataclass
+class _Attempt:
+    x: float  # log ε_L2
+    trial: Trial
+    excess: float
+    model: onnx.ModelProto
+    report: Report
+
+    @property
+    def within(self) -> bool:
+        return self.excess <= 1
+
+
+def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSets, prune_once: PruneOnce,
+                 fidelity_of: FidelityOf, say: Callable[[str], None]) -> tuple[onnx.ModelProto, Report]:
+    """The sparsest trial within ``bound`` (or, when none is, the most faithful), its report with
+    ``fidelity`` and ``guard`` set. ``prune_once(feeds, config, progress)`` is one full prune on the
+    statistics' samples; ``fidelity_of(model, held)`` measures one on the held-out samples."""
+    attempts: list[_Attempt] = []
+
+    def run(x: float) -> _Attempt:
+        eps = float(f"{math.exp(x):.4g}")  # a round value that reproduces the trial with --eps-l2
+        number = len(attempts) + 1
+        say(f"strength trial {number}: eps_l2 {eps:g}")
+        started = time.perf_counter()
+        model, report = prune_once(sets.fit, replace(config, eps_l2=eps), lambda line: say("  " + line))
+        fidelity = fidelity_of(model, sets.held)
+        trial = Trial(eps_l2=eps, samples=len(next(iter(sets.fit.values()))),
+                      params_removed=round(report.params_removed, 6), macs_removed=round(report.macs_removed, 6),
+                      seconds=round(time.perf_counter() - started, 3), disagreement=fidelity.disagreement,
+                      relative_error=round(fidelity.relative_error, 6))
+        attempt = _Attempt(math.log(eps), trial, bound.excess(fidelity), model, replace(report, fidelity=fidelity))
+        attempts.append(attempt)
+        say(f"strength trial {number}: {trial.params_removed:.1%} of the parameters removed, held-out "
+            f"{bound.describe(fidelity)}: {'within' if attempt.within else 'beyond'} the bound ({trial.seconds:.0f}s)")
+        return attempt
+
+    x = math.log(config.eps_l2 if config.eps_l2 > 0 else 1.0)
+    while (x := _next_x(attempts, bound.max_trials, x)) is not None:
+        run(x)
+    within = [a for a in attempts if a.within]
+    # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2.
+    best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
+            else min(attempts, key=lambda a: a.excess))
+    guard = GuardReport(max_disagreement=bound.max_disagreement, max_relative_error=bound.max_relative_error,
+                        eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
+    return best.model, replace(best.report, guard=guard)
+
+
+def _next_x(attempts: list[_Attempt], max_trials: int, start: float) -> float | None:
+    """The next log ε_L2 to try, or None when the search is done."""
+    if not attempts:
+        return start
+    within = [a for a in attempts if a.within]
+    lo_limit, hi_limit = math.log(EPS_RANGE[0]), math.log(EPS_RANGE[1])
+    if not within:  # nothing faithful yet: weaker, whatever max_trials says
+        x = min(a.x for a in attempts) - STEP
+        return x if len(attempts) < MAX_TRIALS_DOWN and x >= lo_limit else None
+    if len(attempts) >= max_trials:
+        return None
+    lo = max(within, key=lambda a: a.x)
+    beyond = [a for a in attempts if not a.within and a.x > lo.x]
+    if not beyond:  # everything tried was faithful: stronger, unless pruning has saturated
+        weaker = [a for a in attempts if a.x < lo.x]
+        if weaker and lo.trial.params_removed <= max(a.trial.params_removed for a in weaker) + 1e-3:
+            return None
+        return lo.x + STEP if lo.x + STEP <= hi_limit else None
+    hi = min(beyond, key=lambda a: a.x)
+    y0, y1 = (math.log(max(a.excess, 1e-3)) for a in (lo, hi))
+    width = hi.x - lo.x
+    guess = lo.x + width * (0 - y0) / (y1 - y0) if y1 > y0 else lo.x + width / 2
+    x = min(max(guess, lo.x + INTERIOR * width), hi.x - INTERIOR * width)
+    return None if width < 0.02 else x

@@ -1,0 +1,161 @@
+"""Held-out fidelity (issue 16): the split, the measure, the guarded default search and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import onnxprune
+from builders import INPUT, lenet_like, random_inputs, save_inputs
+from onnxprune.api import calibration_sets
+from onnxprune.calib.data import held_out_count, loaded_samples, split_held_out
+from onnxprune.cli import main
+from onnxprune.config import PruneConfig
+from onnxprune.measure.fidelity import has_scores, measure_fidelity
+from onnxprune.report import Fidelity, OutputFidelity, Report
+from onnxprune.search.guard import MAX_TRIALS_DOWN, FidelityBound, find_guarded
+from onnxprune.calib.data import CalibrationSets
+
+
+# --- the split -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loaded, max_samples, holdout, held", [
+    (1280, 1024, 256, 256),  # enough beyond the statistics' samples: those, the statistics unchanged
+    (1100, 1024, 256, 137),  # some beyond: 1/8 of all is more
+    (1024, 1024, 256, 128),  # none beyond: 1/8 carved out
+    (512, 1024, 256, 64),
+    (7, 1024, 256, 0),  # too few to spare one
+    (1280, 1024, 0, 0),  # none asked for
+    (1000, None, 256, 125),  # all samples for the statistics: 1/8 carved out
+])
+def test_held_out_count(loaded, max_samples, holdout, held):
+    assert held_out_count(loaded, max_samples, holdout) == held
+
+
+def test_split_is_disjoint_seeded_and_keeps_order():
+    x = np.arange(1280, dtype=np.float32).reshape(1280, 1)
+    sets = split_held_out({"x": x}, 1024, 256, seed=3)
+    fit, held = sets.fit["x"][:, 0], sets.held["x"][:, 0]
+    assert len(fit) == 1024 and len(held) == 256
+    assert not set(fit) & set(held) and set(fit) | set(held) == set(range(1280))
+    assert np.all(np.diff(fit) > 0) and np.all(np.diff(held) > 0)
+    again = split_held_out({"x": x}, 1024, 256, seed=3)
+    assert np.array_equal(again.held["x"], sets.held["x"])
+    assert not np.array_equal(split_held_out({"x": x}, 1024, 256, seed=4).held["x"], sets.held["x"])
+
+
+def test_calibration_sets_take_held_out_beyond_the_subset():
+    model = lenet_like()
+    x = random_inputs(model, 60)
+    sets = calibration_sets(model, x, PruneConfig(max_samples=40, holdout=16))
+    assert len(sets.fit[INPUT]) == 40 and len(sets.held[INPUT]) == 16
+    assert loaded_samples(40, 16) == 56
+    none = calibration_sets(model, x, PruneConfig(max_samples=40, holdout=0))
+    assert len(none.fit[INPUT]) == 40 and len(none.held[INPUT]) == 0
+
+
+# --- the measure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, expected", [((4, 10), True), ((4, 10, 1, 1), True), ((4, 1, 10), True),
+                                             ((4, 1), False), ((4, 3, 8, 8), False), ((4,), False)])
+def test_has_scores(shape, expected):
+    assert has_scores(shape) is expected
+
+
+def test_fidelity_of_the_same_model_is_perfect_and_of_another_is_not():
+    model, other = lenet_like(seed=0), lenet_like(seed=1)
+    held = {INPUT: random_inputs(model, 20)}
+    same = measure_fidelity(model, model, held)
+    assert same.samples == 20 and same.disagreement == 0.0 and same.relative_error == 0.0
+    differ = measure_fidelity(model, other, held)
+    assert differ.relative_error > 0.1 and differ.outputs[0].top1_agreement is not None
+    assert measure_fidelity(model, other, {INPUT: held[INPUT][:0]}) is None
+
+
+def test_prune_reports_fidelity_on_the_held_out_samples():
+    model = lenet_like()
+    x = random_inputs(model, 48)
+    _, report = onnxprune.prune(model, x, eps_l2=1.0, max_samples=40, holdout=8)
+    assert report.fidelity is not None and report.fidelity.samples == 8
+    assert 0 <= report.fidelity.disagreement <= 1 and report.fidelity.relative_error >= 0
+    assert "fidelity" in report.to_dict()
+    _, report = onnxprune.prune(model, x, eps_l2=1.0, max_samples=40, holdout=0)
+    assert report.fidelity is None
+
+
+# --- the search, on a model of fidelity against ε_L2 ------------------------------------------
+
+
+def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps + 1)), *, start=0.8,
+            max_trials=3):
+    """find_guarded with a fake prune whose disagreement is excess_at(eps) * the bound."""
+    bound = FidelityBound(max_disagreement=0.02, max_trials=max_trials)
+    sets = CalibrationSets({"x": np.zeros((4, 1))}, {"x": np.zeros((4, 1))})
+
+    def prune_once(feeds, config, say):
+        params = 1000
+        after = round(params * (1 - removed_at(config.eps_l2)))
+        return config.eps_l2, Report(params_before=params, params_after=after, macs_before=1, macs_after=1, seconds=0)
+
+    def fidelity_of(model, held):
+        disagreement = 0.02 * excess_at(model)
+        return Fidelity(4, [OutputFidelity("y", 0.0, 1 - disagreement)], disagreement, 0.0)
+
+    return find_guarded(bound, PruneConfig(eps_l2=start), sets, prune_once, fidelity_of, lambda line: None)
+
+
+def test_search_returns_the_sparsest_trial_within_the_bound():
+    eps, report = _search(lambda eps: eps / 2 + 0.1)  # within the bound up to ε_L2 = 1.8
+    guard = report.guard
+    assert guard.met and eps <= 1.8 and eps == guard.eps_l2 and len(guard.trials) == 3
+    assert eps == max(t.eps_l2 for t in guard.trials if t.disagreement <= 0.02)
+    assert eps > 0.8  # it went stronger than the start, which was within the bound
+    assert report.fidelity is not None and report.fidelity.disagreement <= 0.02
+
+
+def test_search_goes_weaker_until_a_trial_is_within_the_bound():
+    eps, report = _search(lambda eps: eps / 0.01)  # within the bound only below ε_L2 = 0.01
+    assert report.guard.met and eps <= 0.01
+    assert len(report.guard.trials) > 3  # max_trials does not stop the search before a faithful trial
+
+
+def test_search_says_when_no_trial_is_within_the_bound():
+    eps, report = _search(lambda eps: 5.0)
+    assert not report.guard.met and len(report.guard.trials) == MAX_TRIALS_DOWN
+
+
+def test_search_stops_where_pruning_saturates():
+    eps, report = _search(lambda eps: 0.0, removed_at=lambda eps: 0.9)
+    assert report.guard.met and len(report.guard.trials) == 2 and eps == 0.8  # ties go to the weaker ε_L2
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_default_searches_the_strength_and_reports_fidelity(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, n=64)
+    result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
+                                       "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.stderr
+    assert "strength trial 1: eps_l2 0.8" in result.stderr
+    assert "strength:   --eps-l2" in result.stdout
+    assert "on 8 held-out calibration samples" in result.stdout
+    import json
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["fidelity"]["samples"] == 8 and report["guard"]["trials"]
+
+
+def test_cli_explicit_strength_warns_beyond_the_bound(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, n=64)
+    result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
+                                       "--eps-l2", "1000", "--max-relative-error", "1e-9", "--max-disagreement",
+                                       "1e-9"])
+    assert result.exit_code == 0, result.stderr
+    assert "strength trial" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("onnxprune: warning:")]
+    assert len(warnings) == 1 and "beyond the bound" in warnings[0]

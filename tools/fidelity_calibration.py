@@ -1,0 +1,140 @@
+"""Calibrate the fidelity guard: held-out calibration disagreement against the true top-1 loss.
+
+For each (model, calibration draw, ε_L2): draw ``--samples`` + ``--holdout`` random *training*
+images (seed = draw), prune with onnxprune.prune (the statistics on ``--samples`` of them, the rest
+held out, as the CLI does), and record the held-out fidelity the report gives beside the top-1
+of the original and the pruned model on the full test set, and their disagreement there. One JSON
+object per line is appended to ``--out`` as each point finishes, so an interrupted run keeps its
+points and a rerun skips them.
+
+    python tools/fidelity_calibration.py --models lenet5_mnist --eps-l2 0.2,0.8,3.2,12.8 --draws 0,1,2
+    python tools/fidelity_calibration.py --summary docs/results/fidelity-calibration.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+from datasets import DATASETS, calibration_subset, shared_dir  # noqa: E402
+from evaluate import predict  # noqa: E402
+
+import onnxprune  # noqa: E402
+
+OUT = ROOT / "docs" / "results" / "fidelity-calibration.jsonl"
+
+
+def done(out: Path) -> set[tuple]:
+    if not out.exists():
+        return set()
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {(r["model"], r["draw"], r["eps_l2"], r["samples"], r["holdout"]) for r in rows}
+
+
+def run(model_name: str, draws: list[int], eps_values: list[float], samples: int, holdout: int,
+        out: Path, shared: str | None) -> None:
+    model_path = shared_dir(shared) / "models" / f"{model_name}.onnx"
+    load = DATASETS[model_name]
+    x_train, _ = load("train")
+    x_test, y_test = load("test")
+    original_logits = predict(model_path, x_test)
+    before = float(np.mean(original_logits.argmax(1) == y_test))
+    skip = done(out)
+    with TemporaryModel() as pruned_path:
+        for draw in draws:
+            calib = calibration_subset(x_train, samples + holdout, seed=draw)
+            for eps in eps_values:
+                if (model_name, draw, eps, samples, holdout) in skip:
+                    continue
+                started = time.perf_counter()
+                result = onnxprune.prune(str(model_path), calib, eps_l2=eps, seed=draw, max_samples=samples,
+                                         holdout=holdout)
+                seconds = time.perf_counter() - started
+                onnxprune_save(result.model, pruned_path)
+                logits = predict(pruned_path, x_test)
+                fidelity = result.report.fidelity
+                row = {
+                    "model": model_name, "draw": draw, "eps_l2": eps, "samples": samples, "holdout": holdout,
+                    "params_removed": round(result.report.params_removed, 5),
+                    "macs_removed": round(result.report.macs_removed, 5),
+                    "held_disagreement": fidelity.disagreement, "held_relative_error": round(fidelity.relative_error, 5),
+                    "held_samples": fidelity.samples,
+                    "test_top1_before": before, "test_top1_after": float(np.mean(logits.argmax(1) == y_test)),
+                    "test_disagreement": float(np.mean(logits.argmax(1) != original_logits.argmax(1))),
+                    "test_relative_error": float(np.linalg.norm(logits - original_logits)
+                                                 / np.linalg.norm(original_logits)),
+                    "seconds": round(seconds, 1),
+                }
+                row["loss_pt"] = round(100 * (row["test_top1_before"] - row["test_top1_after"]), 3)
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{model_name} draw {draw} eps {eps:g}: {row['params_removed']:.1%} params, held-out "
+                      f"disagreement {row['held_disagreement']:.2%} rel {row['held_relative_error']:.3f}; test "
+                      f"loss {row['loss_pt']:.2f} pt, disagreement {row['test_disagreement']:.2%} ({seconds:.0f}s)",
+                      flush=True)
+
+
+class TemporaryModel:
+    def __enter__(self) -> Path:
+        import tempfile
+        self.dir = tempfile.TemporaryDirectory()
+        return Path(self.dir.name) / "pruned.onnx"
+
+    def __exit__(self, *exc) -> None:
+        self.dir.cleanup()
+
+
+def onnxprune_save(model, path: Path) -> None:
+    import onnx
+    onnx.save(model, str(path))
+
+
+def summary(out: Path) -> None:
+    """Per (model, ε_L2): mean ± sd over draws of each measure."""
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    keys = sorted({(r["model"], r["eps_l2"]) for r in rows})
+    print("| model | eps_l2 | draws | params removed | held-out disagreement | held-out rel. error | "
+          "test disagreement | top-1 loss (pt) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, eps in keys:
+        sel = [r for r in rows if r["model"] == model and r["eps_l2"] == eps]
+
+        def ms(field: str, scale: float = 1.0, fmt: str = ".2f") -> str:
+            v = np.array([r[field] for r in sel], dtype=float) * scale
+            return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
+
+        print(f"| {model} | {eps:g} | {len(sel)} | {ms('params_removed', 100, '.1f')} % | "
+              f"{ms('held_disagreement', 100)} % | {ms('held_relative_error', 1, '.3f')} | "
+              f"{ms('test_disagreement', 100)} % | {ms('loss_pt')} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="lenet5_mnist,vgg16_cifar10,resnet18_cifar10")
+    ap.add_argument("--eps-l2", default="0.2,0.8,3.2")
+    ap.add_argument("--draws", default="0")
+    ap.add_argument("--samples", type=int, default=1024)
+    ap.add_argument("--holdout", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--shared")
+    ap.add_argument("--summary", type=Path, help="print the table of a results file and exit")
+    args = ap.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return 0
+    for model in args.models.split(","):
+        run(model, [int(d) for d in args.draws.split(",")], [float(e) for e in args.eps_l2.split(",")],
+            args.samples, args.holdout, args.out, args.shared)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

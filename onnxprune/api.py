@@ -78,9 +78,10 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
                  bound: FidelityBound | None = None, progress: Callable[[str], None] | None = None,
                  preprocessing: Preprocessing | None = None, **overrides) -> PruneResult:
     """Prune as hard as the held-out fidelity allows: ε_L2 is searched for (from ``config.eps_l2``)
-    for the sparsest model whose top-1 disagreement with the original on the held-out calibration
-    samples is at most ``bound.max_disagreement``, and whose other outputs' relative error is at
-    most ``bound.max_relative_error`` (``report.guard`` lists the trials). This is the CLI's
+    for the sparsest model whose estimated top-1 loss against the original on the held-out
+    calibration samples is at most ``bound.max_loss`` (outputs with one axis of scores; see
+    :mod:`onnxprune.measure.fidelity`), and whose other outputs' relative error is at most
+    ``bound.max_relative_error`` (``report.guard`` lists the trials). This is the CLI's
     default when neither --eps-l2 nor a budget is given. Without held-out samples (``holdout`` 0,
     or fewer than 8 calibration samples) nothing can be checked: it prunes once at ``config.eps_l2``
     and ``report.guard`` is None. Other arguments as for :func:`prune`.

@@ -9,8 +9,8 @@ from onnxprune.errors import ConfigError
 
 # The fidelity bounds of the default strength search (search/guard.py), here so that the CLI's
 # --help shows them without importing it. Calibrated in docs/fidelity.md.
-DEFAULT_MAX_DISAGREEMENT = 0.02
-DEFAULT_MAX_RELATIVE_ERROR = 0.25
+DEFAULT_MAX_LOSS = 0.005  # estimated top-1 loss, a fraction (0.5 pt)
+DEFAULT_MAX_RELATIVE_ERROR = 0.1
 SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
 PRICINGS = ("params", "macs")
 
@@ -64,7 +64,7 @@ class PruneConfig:
     threshold: float = 0.5
     param_weighting: float = 1.0
     max_samples: int | None = 1024
-    holdout: int = 256
+    holdout: int = 1024
     rows_per_layer: int = 32768
     ridge: float = 1e-3
     refit_prior: bool = True

@@ -59,18 +59,23 @@ class OutputFidelity:
     # Share of samples whose arg-max is the original's, for outputs with one axis of scores
     # ((N, classes), (N, classes, 1, 1), ...); None for other outputs (maps, boxes).
     top1_agreement: float | None = None
+    # For the same outputs: mean of p(original's top-1) - p(pruned model's top-1), p the original's
+    # class probabilities: the top-1 lost if the labels followed them (measure/fidelity.py).
+    loss_estimate: float | None = None
 
 
 @dataclass(frozen=True)
 class Fidelity:
     """The pruned model against the original on calibration samples held out from the statistics:
     no labels needed. ``disagreement`` is the largest share of changed top-1 decisions over the
-    outputs that have them (None without such an output), ``relative_error`` the largest over all."""
+    outputs that have them (None without such an output), ``relative_error`` the largest over all,
+    ``loss_estimate`` the largest estimated top-1 loss (see OutputFidelity)."""
 
     samples: int
     outputs: list[OutputFidelity]
     disagreement: float | None
     relative_error: float
+    loss_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Trial:
     seconds: float
     disagreement: float | None = None  # held-out fidelity of the trial (strength searches)
     relative_error: float | None = None
+    loss_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class GuardReport:
     """How the default strength was chosen: the sparsest trial whose held-out fidelity stayed
     within the bounds (``met`` False when no trial did: then the most faithful one)."""
 
-    max_disagreement: float
+    max_loss: float  # estimated top-1 loss, a fraction
     max_relative_error: float
     eps_l2: float
     met: bool

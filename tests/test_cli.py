@@ -103,7 +103,7 @@ def test_unexpected_failure_is_one_line_without_traceback(tmp_path, monkeypatch)
     monkeypatch.setattr(onnxprune.api, "prune", broken)
     monkeypatch.delenv("ONNXPRUNE_DEBUG", raising=False)
     out = tmp_path / "out.onnx"
-    result = _invoke(QUICK_MODEL, out, "--calib", QUICK_CALIB)
+    result = _invoke(QUICK_MODEL, out, "--calib", QUICK_CALIB, "--eps-l2", 0.8)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxprune: internal error: ValueError: boom")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -28,7 +29,7 @@ from onnxprune.calib.data import CalibrationSets
     (1100, 1024, 256, 137),  # some beyond: 1/8 of all is more
     (1024, 1024, 256, 128),  # none beyond: 1/8 carved out
     (512, 1024, 256, 64),
-    (7, 1024, 256, 0),  # too few to spare one
+    (127, 1024, 256, 0),  # too few to spare enough to judge by
     (1280, 1024, 0, 0),  # none asked for
     (1000, None, 256, 125),  # all samples for the statistics: 1/8 carved out
 ])
@@ -72,20 +73,33 @@ def test_fidelity_of_the_same_model_is_perfect_and_of_another_is_not():
     held = {INPUT: random_inputs(model, 20)}
     same = measure_fidelity(model, model, held)
     assert same.samples == 20 and same.disagreement == 0.0 and same.relative_error == 0.0
+    assert same.loss_estimate == 0.0
     differ = measure_fidelity(model, other, held)
     assert differ.relative_error > 0.1 and differ.outputs[0].top1_agreement is not None
+    assert differ.disagreement > 0 and 0 < differ.loss_estimate <= differ.disagreement
     assert measure_fidelity(model, other, {INPUT: held[INPUT][:0]}) is None
 
 
 def test_prune_reports_fidelity_on_the_held_out_samples():
     model = lenet_like()
-    x = random_inputs(model, 48)
-    _, report = onnxprune.prune(model, x, eps_l2=1.0, max_samples=40, holdout=8)
-    assert report.fidelity is not None and report.fidelity.samples == 8
+    x = random_inputs(model, 60)
+    _, report = onnxprune.prune(model, x, eps_l2=1.0, max_samples=40, holdout=20)
+    assert report.fidelity is not None and report.fidelity.samples == 20
     assert 0 <= report.fidelity.disagreement <= 1 and report.fidelity.relative_error >= 0
     assert "fidelity" in report.to_dict()
     _, report = onnxprune.prune(model, x, eps_l2=1.0, max_samples=40, holdout=0)
     assert report.fidelity is None
+
+
+def test_loss_estimate_weighs_a_change_by_the_original_confidence():
+    """A flip away from a confident decision costs about a sample; between two equally likely classes, nothing."""
+    from onnxprune.measure.fidelity import _probabilities
+    confident, torn = np.log([[0.98, 0.01, 0.01]]), np.log([[0.45, 0.45, 0.10]])
+    for scores, cost in ((confident, 0.97), (torn, 0.0)):
+        p = _probabilities(scores)
+        assert p[0, 0] - p[0, 1] == pytest.approx(cost, abs=1e-9)
+    probabilities = np.array([[0.7, 0.2, 0.1]])  # a softmax inside the model: taken as they are
+    assert np.array_equal(_probabilities(probabilities), probabilities)
 
 
 # --- the search, on a model of fidelity against ε_L2 ------------------------------------------
@@ -93,8 +107,8 @@ def test_prune_reports_fidelity_on_the_held_out_samples():
 
 def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps + 1)), *, start=0.8,
             max_trials=3):
-    """find_guarded with a fake prune whose disagreement is excess_at(eps) * the bound."""
-    bound = FidelityBound(max_disagreement=0.02, max_trials=max_trials)
+    """find_guarded with a fake prune whose estimated loss is excess_at(eps) * the bound."""
+    bound = FidelityBound(max_loss=0.005, max_trials=max_trials)
     sets = CalibrationSets({"x": np.zeros((4, 1))}, {"x": np.zeros((4, 1))})
 
     def prune_once(feeds, config, say):
@@ -103,8 +117,8 @@ def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps 
         return config.eps_l2, Report(params_before=params, params_after=after, macs_before=1, macs_after=1, seconds=0)
 
     def fidelity_of(model, held):
-        disagreement = 0.02 * excess_at(model)
-        return Fidelity(4, [OutputFidelity("y", 0.0, 1 - disagreement)], disagreement, 0.0)
+        loss = 0.005 * excess_at(model)
+        return Fidelity(4, [OutputFidelity("y", 0.0, 1 - 2 * loss, loss)], 2 * loss, 0.0, loss)
 
     return find_guarded(bound, PruneConfig(eps_l2=start), sets, prune_once, fidelity_of, lambda line: None)
 
@@ -113,9 +127,9 @@ def test_search_returns_the_sparsest_trial_within_the_bound():
     eps, report = _search(lambda eps: eps / 2 + 0.1)  # within the bound up to ε_L2 = 1.8
     guard = report.guard
     assert guard.met and eps <= 1.8 and eps == guard.eps_l2 and len(guard.trials) == 3
-    assert eps == max(t.eps_l2 for t in guard.trials if t.disagreement <= 0.02)
+    assert eps == max(t.eps_l2 for t in guard.trials if t.loss_estimate <= 0.005)
     assert eps > 0.8  # it went stronger than the start, which was within the bound
-    assert report.fidelity is not None and report.fidelity.disagreement <= 0.02
+    assert report.fidelity is not None and report.fidelity.loss_estimate <= 0.005
 
 
 def test_search_goes_weaker_until_a_trial_is_within_the_bound():
@@ -138,23 +152,21 @@ def test_search_stops_where_pruning_saturates():
 
 
 def test_cli_default_searches_the_strength_and_reports_fidelity(tmp_path):
-    model_path, calib_path = save_inputs(tmp_path, n=64)
+    model_path, calib_path = save_inputs(tmp_path, n=128)
     result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
                                        "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.stderr
-    assert "strength trial 1: eps_l2 0.8" in result.stderr
+    assert "strength trial 1 (eps_l2 0.8): " in result.stderr
     assert "strength:   --eps-l2" in result.stdout
-    assert "on 8 held-out calibration samples" in result.stdout
-    import json
+    assert "on 16 held-out calibration samples" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["fidelity"]["samples"] == 8 and report["guard"]["trials"]
+    assert report["fidelity"]["samples"] == 16 and report["guard"]["trials"]
 
 
 def test_cli_explicit_strength_warns_beyond_the_bound(tmp_path):
-    model_path, calib_path = save_inputs(tmp_path, n=64)
+    model_path, calib_path = save_inputs(tmp_path, n=128)
     result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
-                                       "--eps-l2", "1000", "--max-relative-error", "1e-9", "--max-disagreement",
-                                       "1e-9"])
+                                       "--eps-l2", "1000", "--max-relative-error", "1e-9", "--max-loss", "1e-9"])
     assert result.exit_code == 0, result.stderr
     assert "strength trial" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("onnxprune: warning:")]

@@ -99,8 +99,8 @@ def fidelity_note(fidelity: Fidelity | None) -> str:
         return "not measured (no calibration samples held out: see --holdout)"
     parts = []
     if fidelity.disagreement is not None:
-        parts.append(f"top-1 agrees with the original on {1 - fidelity.disagreement:.1%} "
-                     f"(disagreement {fidelity.disagreement:.1%})")
+        parts.append(f"estimated top-1 loss {100 * fidelity.loss_estimate:.2f} pt, top-1 agrees with the "
+                     f"original on {1 - fidelity.disagreement:.1%}")
     parts.append(f"relative output error {fidelity.relative_error:.3g}")
     return ", ".join(parts) + f", on {fidelity.samples:,} held-out calibration samples"
 
@@ -108,7 +108,7 @@ def fidelity_note(fidelity: Fidelity | None) -> str:
 def guard_note(report: Report) -> str:
     """How the default strength was chosen, in one line."""
     g = report.guard
-    bounds = f"disagreement <= {g.max_disagreement:.1%}, relative error <= {g.max_relative_error:g}"
+    bounds = f"estimated loss <= {100 * g.max_loss:g} pt, relative error <= {g.max_relative_error:g}"
     how = (f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})" if g.met else
            f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one")
     return f"--eps-l2 {g.eps_l2:g}, {how}"
@@ -116,9 +116,9 @@ def guard_note(report: Report) -> str:
 
 def fidelity_warning(report: Report, bound: FidelityBound, *, searched: bool) -> str:
     """A one-line warning when the written model is not known to be faithful ('' when it is)."""
-    if report.fidelity is None:
-        return ("no calibration samples were held out, so the pruned model's fidelity was not measured"
-                + ("; the default --eps-l2 was used unchecked" if searched else ""))
+    if report.fidelity is None:  # the summary says so; a warning only where the default went unchecked
+        return ("no calibration samples were held out (see --holdout), so the default --eps-l2 was used "
+                "unchecked" if searched else "")
     if bound.excess(report.fidelity) <= 1:
         return ""
     advice = ("no strength tried was within the bound" if searched

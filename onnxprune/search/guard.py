@@ -3,8 +3,8 @@
 A user without labels cannot tell a 0.1 pt loss from a 5 pt one, and no single ε_L2 suits every
 model (issue 16: the default of 0.8 cost 3–5 pt on some pretrained classifiers). So with no strength
 given, trials at several ε_L2 are scored on the calibration samples held out from the statistics:
-the share of top-1 decisions that change (outputs with one axis of scores) and the relative error
-(every other output). The sparsest trial within both bounds is kept.
+the estimated top-1 loss (outputs with one axis of scores; measure/fidelity.py) and the relative
+error (every other output). The sparsest trial within both bounds is kept.
 
 The measures grow with ε_L2, roughly as a power of it, with noise (a held-out sample flips or not),
 so the search steps by a factor of 4 from the starting ε_L2 until the bound is bracketed, then
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from onnxprune.calib.data import CalibrationSets
-from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
+from onnxprune.config import DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.report import Fidelity, GuardReport, Report, Trial
 
@@ -41,18 +41,19 @@ FidelityOf = Callable[[onnx.ModelProto, dict[str, np.ndarray]], Fidelity | None]
 class FidelityBound:
     """How faithful the default-strength model must stay on the held-out calibration samples.
 
-    max_disagreement : largest share of changed top-1 decisions, for outputs with one axis of scores.
+    max_loss : largest estimated top-1 loss (a fraction; see measure/fidelity.py), for outputs with
+        one axis of scores.
     max_relative_error : largest ||pruned - original|| / ||original||, for every other output.
     max_trials : prunes at most while a faithful trial is known (more only to find the first one).
     """
 
-    max_disagreement: float = DEFAULT_MAX_DISAGREEMENT
+    max_loss: float = DEFAULT_MAX_LOSS
     max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
     max_trials: int = 3
 
     def __post_init__(self) -> None:
-        if not 0 < self.max_disagreement < 1:
-            raise ConfigError(f"max_disagreement must be a fraction in (0, 1), got {self.max_disagreement}")
+        if not 0 < self.max_loss < 1:
+            raise ConfigError(f"max_loss must be a fraction in (0, 1), got {self.max_loss}")
         if not self.max_relative_error > 0:
             raise ConfigError(f"max_relative_error must be > 0, got {self.max_relative_error}")
         if self.max_trials < 1:
@@ -60,15 +61,16 @@ class FidelityBound:
 
     def excess(self, fidelity: Fidelity) -> float:
         """The worst output's measure over its bound: at most 1 is within the bounds."""
-        return max((1 - o.top1_agreement) / self.max_disagreement if o.top1_agreement is not None
+        return max(o.loss_estimate / self.max_loss if o.loss_estimate is not None
                    else o.relative_error / self.max_relative_error for o in fidelity.outputs)
 
     def describe(self, fidelity: Fidelity) -> str:
         """The measures that the bounds apply to on this model, with their bounds."""
         parts = []
-        if fidelity.disagreement is not None:
-            parts.append(f"top-1 disagreement {fidelity.disagreement:.1%} (at most {self.max_disagreement:.1%})")
-        others = [o.relative_error for o in fidelity.outputs if o.top1_agreement is None]
+        if fidelity.loss_estimate is not None:
+            parts.append(f"estimated top-1 loss {100 * fidelity.loss_estimate:.2f} pt (at most "
+                         f"{100 * self.max_loss:g}; top-1 disagreement {fidelity.disagreement:.1%})")
+        others = [o.relative_error for o in fidelity.outputs if o.loss_estimate is None]
         if others:
             parts.append(f"relative error {max(others):.3f} (at most {self.max_relative_error:g})")
         return ", ".join(parts)
@@ -97,17 +99,19 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSet
     def run(x: float) -> _Attempt:
         eps = float(f"{math.exp(x):.4g}")  # a round value that reproduces the trial with --eps-l2
         number = len(attempts) + 1
-        say(f"strength trial {number}: eps_l2 {eps:g}")
+        if number > 1:  # the first trial is a plain prune at the start's ε_L2: its progress as usual
+            say(f"strength trial {number}: eps_l2 {eps:g}")
         started = time.perf_counter()
-        model, report = prune_once(sets.fit, replace(config, eps_l2=eps), lambda line: say("  " + line))
+        model, report = prune_once(sets.fit, replace(config, eps_l2=eps),
+                                   (lambda line: say("  " + line)) if number > 1 else say)
         fidelity = fidelity_of(model, sets.held)
         trial = Trial(eps_l2=eps, samples=len(next(iter(sets.fit.values()))),
                       params_removed=round(report.params_removed, 6), macs_removed=round(report.macs_removed, 6),
                       seconds=round(time.perf_counter() - started, 3), disagreement=fidelity.disagreement,
-                      relative_error=round(fidelity.relative_error, 6))
-        attempt = _Attempt(math.log(eps), trial, bound.excess(fidelity), model, replace(report, fidelity=fidelity))
+                      relative_error=round(fidelity.relative_error, 6), loss_estimate=fidelity.loss_estimate)
+        attempt = _Attempt(math.log(eps), trial, float(bound.excess(fidelity)), model, replace(report, fidelity=fidelity))
         attempts.append(attempt)
-        say(f"strength trial {number}: {trial.params_removed:.1%} of the parameters removed, held-out "
+        say(f"strength trial {number} (eps_l2 {eps:g}): {trial.params_removed:.1%} of the parameters removed, held-out "
             f"{bound.describe(fidelity)}: {'within' if attempt.within else 'beyond'} the bound ({trial.seconds:.0f}s)")
         return attempt
 
@@ -118,7 +122,7 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSet
     # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2.
     best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
             else min(attempts, key=lambda a: a.excess))
-    guard = GuardReport(max_disagreement=bound.max_disagreement, max_relative_error=bound.max_relative_error,
+    guard = GuardReport(max_loss=bound.max_loss, max_relative_error=bound.max_relative_error,
                         eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
     return best.model, replace(best.report, guard=guard)
 

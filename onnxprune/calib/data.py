@@ -234,8 +234,8 @@ def split_held_out(data: dict[str, np.ndarray], max_samples: int | None, holdout
     held-out ones, by a seeded draw; both keep the original order."""
     n = next(iter(data.values())).shape[0]
     held_n = held_out_count(n, max_samples, holdout)
-    if held_n == 0:  # nothing to spare: no copy of the samples
-        return CalibrationSets(data, {name: arr[:0] for name, arr in data.items()})
+    if held_n == 0:  # nothing held out: the statistics take max_samples of them, as without a hold-out
+        return CalibrationSets(_subset(data, max_samples, seed), {name: arr[:0] for name, arr in data.items()})
     order = np.random.default_rng(seed + _HELD_OUT_SEED).permutation(n)
     held, fit = np.sort(order[:held_n]), np.sort(order[held_n:])
     return CalibrationSets({name: np.ascontiguousarray(arr[fit]) for name, arr in data.items()},

@@ -109,6 +109,7 @@ class GuardReport:
     within the bounds (``met`` False when no trial did: then the most faithful one)."""
 
     max_loss: float  # estimated top-1 loss, a fraction
+    max_disagreement: float
     max_relative_error: float
     eps_l2: float
     met: bool

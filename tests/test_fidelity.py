@@ -102,6 +102,16 @@ def test_loss_estimate_weighs_a_change_by_the_original_confidence():
     assert np.array_equal(_probabilities(probabilities), probabilities)
 
 
+def test_bound_takes_the_worst_measure_of_every_output():
+    bound = FidelityBound(max_loss=0.005, max_disagreement=0.02, max_relative_error=0.1)
+    scores = OutputFidelity("logits", relative_error=9.0, top1_agreement=0.97, loss_estimate=0.001)
+    assert bound.excess(Fidelity(100, [scores], 0.03, 9.0, 0.001)) == pytest.approx(1.5)  # disagreement binds
+    confident = OutputFidelity("logits", relative_error=9.0, top1_agreement=0.99, loss_estimate=0.01)
+    assert bound.excess(Fidelity(100, [confident], 0.01, 9.0, 0.01)) == pytest.approx(2.0)  # the estimate binds
+    heads = [OutputFidelity("logits", 0.5, 1.0, 0.0), OutputFidelity("boxes", 0.05)]
+    assert bound.excess(Fidelity(100, heads, 0.0, 0.5, 0.0)) == pytest.approx(0.5)  # a map: its relative error
+
+
 # --- the search, on a model of fidelity against ε_L2 ------------------------------------------
 
 

@@ -108,22 +108,25 @@ def onnxprune_save(model, path: Path) -> None:
 
 
 def summary(out: Path) -> None:
-    """Per (model, ε_L2): mean ± sd over draws of each measure."""
+    """Per (model, hold-out, ε_L2): mean ± sd over draws of each measure (rows from before the
+    loss estimate was recorded show '—' there)."""
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    keys = sorted({(r["model"], r["eps_l2"]) for r in rows})
-    print("| model | eps_l2 | draws | params removed | held-out disagreement | held-out rel. error | "
-          "test disagreement | top-1 loss (pt) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, eps in keys:
-        sel = [r for r in rows if r["model"] == model and r["eps_l2"] == eps]
+    keys = sorted({(r["model"], r["holdout"], r["eps_l2"]) for r in rows})
+    print("| model | held out | eps_l2 | draws | params removed | held-out est. loss (pt) | held-out disagreement | "
+          "test est. loss (pt) | true top-1 loss (pt) | test disagreement |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model, holdout, eps in keys:
+        sel = [r for r in rows if r["model"] == model and r["eps_l2"] == eps and r["holdout"] == holdout]
 
         def ms(field: str, scale: float = 1.0, fmt: str = ".2f") -> str:
+            if any(r.get(field) is None for r in sel):
+                return "—"
             v = np.array([r[field] for r in sel], dtype=float) * scale
             return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
 
-        print(f"| {model} | {eps:g} | {len(sel)} | {ms('params_removed', 100, '.1f')} % | "
-              f"{ms('held_disagreement', 100)} % | {ms('held_relative_error', 1, '.3f')} | "
-              f"{ms('test_disagreement', 100)} % | {ms('loss_pt')} |")
+        print(f"| {model} | {holdout} | {eps:g} | {len(sel)} | {ms('params_removed', 100, '.1f')} % | "
+              f"{ms('held_loss_estimate', 100)} | {ms('held_disagreement', 100)} % | {ms('test_loss_estimate', 100)} | "
+              f"{ms('loss_pt')} | {ms('test_disagreement', 100)} % |")
 
 
 def main() -> int:

@@ -12,12 +12,12 @@ import onnxprune.cli.options as shared
 import onnxprune.cli.summary as summary
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, DEFAULTS, default
-from onnxprune.config import DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR
+from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR
 
 EPS_L2 = click.option("--eps-l2", type=click.FloatRange(min=0), metavar="F",
                       help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels. "
                            "Not given (and no budget): searched for, from "
-                           f"{DEFAULTS.eps_l2:g}, for the sparsest model within --max-loss and "
+                           f"{DEFAULTS.eps_l2:g}, for the sparsest model within --max-loss, --max-disagreement and "
                            "--max-relative-error on the held-out samples (about 3 prunes).")
 GUARD = [
     click.option("--max-loss", type=click.FloatRange(0, 100, min_open=True, max_open=True), metavar="PT",
@@ -26,6 +26,11 @@ GUARD = [
                       "points, estimated without labels on the held-out samples (the original's probability of "
                       "its own class minus of the pruned model's, averaged). Bounds the search without "
                       "--eps-l2; with it or a budget, a warning when exceeded."),
+    click.option("--max-disagreement", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
+                 default=DEFAULT_MAX_DISAGREEMENT, show_default=True,
+                 help="Fidelity bound for the same outputs: the share of held-out top-1 decisions that may change "
+                      "(binds on models less confident than accurate, where the estimate is low). Used as "
+                      "--max-loss is."),
     click.option("--max-relative-error", type=click.FloatRange(min=0, min_open=True), metavar="F",
                  default=DEFAULT_MAX_RELATIVE_ERROR, show_default=True,
                  help="Fidelity bound for every other output (maps, boxes): ||pruned - original|| / ||original|| "
@@ -111,6 +116,7 @@ def _budget(options: dict) -> dict:
 def _strength(options: dict) -> dict:
     """Whether --eps-l2 was given, and the fidelity bounds (the search's, or the warning's)."""
     return {"eps_given": options["eps_l2"] is not None, "max_loss": options["max_loss"] / 100,
+            "max_disagreement": options["max_disagreement"],
             "max_relative_error": options["max_relative_error"]}
 
 

@@ -108,7 +108,8 @@ def fidelity_note(fidelity: Fidelity | None) -> str:
 def guard_note(report: Report) -> str:
     """How the default strength was chosen, in one line."""
     g = report.guard
-    bounds = f"estimated loss <= {100 * g.max_loss:g} pt, relative error <= {g.max_relative_error:g}"
+    bounds = (f"estimated loss <= {100 * g.max_loss:g} pt, disagreement <= {g.max_disagreement:.1%}, "
+              f"relative error <= {g.max_relative_error:g}")
     how = (f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})" if g.met else
            f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one")
     return f"--eps-l2 {g.eps_l2:g}, {how}"

@@ -3,8 +3,9 @@
 A user without labels cannot tell a 0.1 pt loss from a 5 pt one, and no single ε_L2 suits every
 model (issue 16: the default of 0.8 cost 3–5 pt on some pretrained classifiers). So with no strength
 given, trials at several ε_L2 are scored on the calibration samples held out from the statistics:
-the estimated top-1 loss (outputs with one axis of scores; measure/fidelity.py) and the relative
-error (every other output). The sparsest trial within both bounds is kept.
+the estimated top-1 loss and the share of changed top-1 decisions (outputs with one axis of
+scores; measure/fidelity.py), and the relative error (every other output). The sparsest trial
+within all bounds is kept.
 
 The measures grow with ε_L2, roughly as a power of it, with noise (a held-out sample flips or not),
 so the search steps by a factor of 4 from the starting ε_L2 until the bound is bracketed, then
@@ -24,7 +25,7 @@ import numpy as np
 import onnx
 
 from onnxprune.calib.data import CalibrationSets
-from onnxprune.config import DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
+from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.report import Fidelity, GuardReport, Report, Trial
 
@@ -42,18 +43,22 @@ class FidelityBound:
     """How faithful the default-strength model must stay on the held-out calibration samples.
 
     max_loss : largest estimated top-1 loss (a fraction; see measure/fidelity.py), for outputs with
-        one axis of scores.
+        one axis of scores. It binds on confident models, where nearly every changed decision is a loss.
+    max_disagreement : largest share of changed top-1 decisions, for the same outputs. It binds where
+        the estimate is too low: a model less confident than it is accurate (docs/fidelity.md).
     max_relative_error : largest ||pruned - original|| / ||original||, for every other output.
     max_trials : prunes at most while a faithful trial is known (more only to find the first one).
     """
 
     max_loss: float = DEFAULT_MAX_LOSS
+    max_disagreement: float = DEFAULT_MAX_DISAGREEMENT
     max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
     max_trials: int = 3
 
     def __post_init__(self) -> None:
-        if not 0 < self.max_loss < 1:
-            raise ConfigError(f"max_loss must be a fraction in (0, 1), got {self.max_loss}")
+        for name, value in (("max_loss", self.max_loss), ("max_disagreement", self.max_disagreement)):
+            if not 0 < value < 1:
+                raise ConfigError(f"{name} must be a fraction in (0, 1), got {value}")
         if not self.max_relative_error > 0:
             raise ConfigError(f"max_relative_error must be > 0, got {self.max_relative_error}")
         if self.max_trials < 1:
@@ -61,15 +66,17 @@ class FidelityBound:
 
     def excess(self, fidelity: Fidelity) -> float:
         """The worst output's measure over its bound: at most 1 is within the bounds."""
-        return max(o.loss_estimate / self.max_loss if o.loss_estimate is not None
-                   else o.relative_error / self.max_relative_error for o in fidelity.outputs)
+        return max(max(o.loss_estimate / self.max_loss, (1 - o.top1_agreement) / self.max_disagreement)
+                   if o.loss_estimate is not None else o.relative_error / self.max_relative_error
+                   for o in fidelity.outputs)
 
     def describe(self, fidelity: Fidelity) -> str:
         """The measures that the bounds apply to on this model, with their bounds."""
         parts = []
         if fidelity.loss_estimate is not None:
             parts.append(f"estimated top-1 loss {100 * fidelity.loss_estimate:.2f} pt (at most "
-                         f"{100 * self.max_loss:g}; top-1 disagreement {fidelity.disagreement:.1%})")
+                         f"{100 * self.max_loss:g}), top-1 disagreement {fidelity.disagreement:.1%} (at most "
+                         f"{self.max_disagreement:.1%})")
         others = [o.relative_error for o in fidelity.outputs if o.loss_estimate is None]
         if others:
             parts.append(f"relative error {max(others):.3f} (at most {self.max_relative_error:g})")
@@ -122,7 +129,7 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSet
     # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2.
     best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
             else min(attempts, key=lambda a: a.excess))
-    guard = GuardReport(max_loss=bound.max_loss, max_relative_error=bound.max_relative_error,
+    guard = GuardReport(max_loss=bound.max_loss, max_disagreement=bound.max_disagreement, max_relative_error=bound.max_relative_error,
                         eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
     return best.model, replace(best.report, guard=guard)
 

@@ -1,12 +1,14 @@
 """Acceptance benchmark: prune the reference models through the real CLI and measure what it cost.
 
-For each model: draw ``--samples`` random *training* images (seed ``--seed``), run
-``python -m onnxprune MODEL OUT --calib calib.npy --report r.json`` in a subprocess (so wall time
-and peak memory are those a user sees), then evaluate top-1 of the original and the pruned model
+For each model: draw ``--samples`` + ``--holdout`` random *training* images (seed ``--seed``), run
+``python -m onnxprune MODEL OUT --calib calib.npy --samples S --holdout H --seed SEED --report r.json``
+in a subprocess (the statistics on S images, the fidelity check on the other H; a subprocess so
+that wall time and peak memory are those a user sees), then evaluate top-1 of the original and the pruned model
 on the full test set. With ``--eps-l2 a,b,c`` it sweeps the main knob and also reports the
 sparsest setting within ``--max-loss`` points.
 
     python tools/acceptance.py                              # defaults, LeNet-5 and VGG-16
+    python tools/acceptance.py --models resnet18_cifar10 --seed 1 --out docs/results/guard-resnet18-seed1.json
     python tools/acceptance.py --models vgg16_cifar10 --eps-l2 0.5,1,2 --out docs/results/vgg-sweep.json
     python tools/acceptance.py --models vgg16_cifar10 --eps-l2 0.5,1 --extra "--param-weighting 0"
 """
@@ -35,7 +37,8 @@ def prune_and_measure(model: Path, calib: Path, out: Path, extra: list[str]) -> 
     return json.loads(report_path.read_text())
 
 
-def run(model_name: str, settings: list[list[str]], samples: int, seed: int, shared: Path | None) -> list[dict]:
+def run(model_name: str, settings: list[list[str]], samples: int, seed: int, shared: Path | None,
+        holdout: int = 0) -> list[dict]:
     model = shared_dir(shared) / "models" / f"{model_name}.onnx"
     load = DATASETS[model_name]
     x_train, _ = load("train")
@@ -44,11 +47,13 @@ def run(model_name: str, settings: list[list[str]], samples: int, seed: int, sha
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         calib = Path(tmp) / "calib.npy"
-        np.save(calib, calibration_subset(x_train, samples, seed))
+        # The statistics take ``samples`` of them, the CLI holds out the other ``holdout`` (--holdout).
+        np.save(calib, calibration_subset(x_train, samples + holdout, seed))
         del x_train
         for extra in settings:
             out = Path(tmp) / "pruned.onnx"
-            report = prune_and_measure(model, calib, out, extra)
+            report = prune_and_measure(model, calib, out,
+                                       ["--samples", str(samples), "--holdout", str(holdout), "--seed", str(seed)] + extra)
             accuracy = top1(out, x_test, y_test)
             rows.append({
                 "model": model_name, "options": " ".join(extra) or "(defaults)", "samples": samples, "seed": seed,
@@ -56,7 +61,7 @@ def run(model_name: str, settings: list[list[str]], samples: int, seed: int, sha
                 "params_before": report["params_before"], "params_after": report["params_after"],
                 "params_removed": round(report["params_removed"], 4), "macs_removed": round(report["macs_removed"], 4),
                 "seconds": report["seconds"], "peak_memory_mb": report["peak_memory_mb"],
-                "timings": report["timings"],
+                "timings": report["timings"], "fidelity": report.get("fidelity"), "guard": report.get("guard"),
             })
             print(_row(rows[-1]), flush=True)
     return rows
@@ -77,6 +82,8 @@ def main() -> None:
     parser.add_argument("--eps-l2", default="", help="comma-separated --eps-l2 values to sweep (default: defaults only)")
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", type=int, default=1024,
+                        help="more training images in the calibration file, held out by the CLI for its fidelity check")
     parser.add_argument("--max-loss", type=float, default=0.5, help="accuracy loss (pt) allowed for 'best sparsity'")
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="also write all rows as JSON here")
@@ -85,7 +92,8 @@ def main() -> None:
     extra = args.extra.split()
     settings = [extra] + [extra + ["--eps-l2", v] for v in args.eps_l2.split(",") if v]
     print(HEADER, flush=True)
-    rows = [row for name in args.models for row in run(name, settings, args.samples, args.seed, args.shared)]
+    rows = [row for name in args.models
+            for row in run(name, settings, args.samples, args.seed, args.shared, args.holdout)]
     for name in args.models:
         ok = [r for r in rows if r["model"] == name and r["loss_pt"] <= args.max_loss]
         if ok:

@@ -8,7 +8,7 @@ object per line is appended to ``--out`` as each point finishes, so an interrupt
 points and a rerun skips them.
 
     python tools/fidelity_calibration.py --models lenet5_mnist --eps-l2 0.2,0.8,3.2,12.8 --draws 0,1,2
-    python tools/fidelity_calibration.py --summary docs/results/fidelity-calibration.jsonl
+    python tools/fidelity_calibration.py --summary docs/results/fidelity-calibration.jsonl --plot docs/fidelity.png
 """
 
 from __future__ import annotations
@@ -129,6 +129,35 @@ def summary(out: Path) -> None:
               f"{ms('loss_pt')} | {ms('test_disagreement', 100)} % |")
 
 
+def plot(out: Path, path: Path) -> None:
+    """True top-1 loss against the two held-out measures, one point per (model, draw, ε_L2)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("held_loss_estimate") is not None and r["holdout"] == 1024]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model, marker in (("lenet5_mnist", "o"), ("vgg16_cifar10", "s"), ("resnet18_cifar10", "^")):
+        sel = [r for r in rows if r["model"] == model]
+        for ax, field in zip(axes, ("held_disagreement", "held_loss_estimate")):
+            ax.scatter([100 * r[field] for r in sel], [r["loss_pt"] for r in sel], marker=marker, label=model)
+    for ax, title, bound in zip(axes, ("held-out top-1 disagreement (%)", "held-out estimated top-1 loss (pt)"),
+                                (1.5, 0.5)):
+        ax.set_xscale("log"), ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.axvline(bound, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(title + f"; default bound {bound:g}")
+        ax.set_ylabel("true top-1 loss on the full test set (pt)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Label-free fidelity on 1,024 held-out calibration (training) images against the true loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="lenet5_mnist,vgg16_cifar10,resnet18_cifar10")
@@ -139,9 +168,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--shared")
     ap.add_argument("--summary", type=Path, help="print the table of a results file and exit")
+    ap.add_argument("--plot", type=Path, help="with --summary: also draw the loss against the measures here")
     args = ap.parse_args()
     if args.summary:
         summary(args.summary)
+        if args.plot:
+            plot(args.summary, args.plot)
         return 0
     for model in args.models.split(","):
         run(model, [int(d) for d in args.draws.split(",")], [float(e) for e in args.eps_l2.split(",")],

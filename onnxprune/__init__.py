@@ -16,6 +16,13 @@ _HOMES = {
     "prune_to_budget": "onnxprune.api",
     "PruneResult": "onnxprune.api",
     "calibration_feeds": "onnxprune.api",
+    "prune_safely": "onnxprune.api",
+    "calibration_sets": "onnxprune.api",
+    "FidelityBound": "onnxprune.search.guard",
+    "measure_fidelity": "onnxprune.measure.fidelity",
+    "Fidelity": "onnxprune.report",
+    "OutputFidelity": "onnxprune.report",
+    "GuardReport": "onnxprune.report",
     "Measurements": "onnxprune.measure.measurements",
     "PruneConfig": "onnxprune.config",
     "Report": "onnxprune.report",
@@ -48,14 +55,17 @@ __all__ = list(_HOMES)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
-    from onnxprune.api import PruneResult, calibration_feeds, prune, prune_to_budget
+    from onnxprune.api import PruneResult, calibration_feeds, calibration_sets, prune, prune_safely, prune_to_budget
+    from onnxprune.measure.fidelity import measure_fidelity
+    from onnxprune.search.guard import FidelityBound
     from onnxprune.measure.measurements import Measurements
     from onnxprune.calib.images import Preprocessing
     from onnxprune.config import PruneConfig
     from onnxprune.errors import BudgetError, CalibrationError, ConfigError, ModelError, OnnxPruneError, OutputError
     from onnxprune.graph.io import save_model
     from onnxprune.measure.evaluate import EvalData, benchmark, evaluate, load_eval_data, output_difference
-    from onnxprune.report import Accuracy, LayerReport, Latency, OutputCheck, Report, SearchReport, Trial
+    from onnxprune.report import (Accuracy, Fidelity, GuardReport, LayerReport, Latency, OutputCheck, OutputFidelity,
+                                  Report, SearchReport, Trial)
     from onnxprune.search.budget import SearchOptions
     from onnxprune.search.sweep import SweepPoint, SweepResult, sweep
 

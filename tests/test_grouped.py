@@ -237,3 +237,16 @@ def test_min_keep_floor_holds_with_grouped_readers():
     _, report = onnxprune.prune(model, x, rows_per_layer=2048, eps_l2=20.0, min_keep=0.75)
     layers = {layer.name: layer for layer in report.layers}
     assert layers["conv1"].channels_after >= 12 and layers["gconv2"].in_channels_after % 4 == 0
+
+
+def test_a_layer_kept_whole_by_the_groups_says_so():
+    """One zero channel in one group of two: removing it alone would leave the groups unequal,
+    and keeping it back is nearer than removing a live channel from the other group. The report
+    must name the groups, not the selector, as why conv1 keeps every channel."""
+    from onnxprune.report import KEPT_BY_GROUPS
+    model = _zeroed_producer(2, [1])
+    x = random_inputs(model, 48)
+    pruned, report = onnxprune.prune(model, x, rows_per_layer=4096, eps_l2=1e-3)
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers["conv1"].channels_after == 8
+    assert layers["conv1"].kept["out"] == KEPT_BY_GROUPS

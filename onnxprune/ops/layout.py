@@ -166,8 +166,14 @@ class Flatten(OpRule):
 
     def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
         in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
-        if in_shape is None or out_shape is None or len(out_shape) != 2 or len(in_shape) < 2:
-            return "it does not map a known N x C x ... shape to 2-D"
+        if in_shape is None or out_shape is None:
+            return "the shapes around it are not known, so how it moves channels is not either"
+        if len(out_shape) != 2 or len(in_shape) < 2:
+            what = ("it splits axes (as a channel shuffle or a grouping does; no rule yet)"
+                    if len(out_shape) > len(in_shape) else
+                    "it merges axes, but not into (N, C*H*W) as a flatten does (as a channel shuffle's end does; "
+                    "no rule yet)")
+            return f"it reshapes {_shape_text(in_shape)} to {_shape_text(out_shape)}: {what}"
         if node.op == "Flatten" and node.attrs.get("axis", 1) != 1:
             return f"axis {node.attrs.get('axis')} (only axis 1 keeps channels in blocks)"
         tail = in_shape[1:]
@@ -175,6 +181,10 @@ class Flatten(OpRule):
             return "it does not flatten the channel axis with the spatial axes"
         block = int(np.prod(tail[1:]))
         return Coupling([np.repeat(maps[0], block)])
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, (int, np.integer)) else "?" for d in shape) + ")"
 
 
 class FlatteningReshape(Flatten):

@@ -21,7 +21,7 @@ from onnxprune.measure.verify import verify_model
 from onnxprune.ops import Layer, node_macs
 from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.pruning.walk import Pruner, UnitEps
-from onnxprune.report import KEPT_BY_SELECTION, LayerReport, Report
+from onnxprune.report import KEPT_BY_GROUPS, KEPT_BY_SELECTION, LayerReport, Report
 
 
 def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,
@@ -57,14 +57,15 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     verify_start = time.perf_counter()
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})
     timings.update(export=verify_start - export_start, verify=time.perf_counter() - verify_start)
-    report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started, sizes)
+    report = _build_report(result, channels, pruner.original_layers, before, seconds, timings, started, sizes,
+                           pruner.kept_by_constraint)
     report = replace(report, activations=pruner.store.summary())
     return result, report
 
 
 def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_layers: dict[str, Layer],
                   before: dict, seconds: dict[str, float], timings: dict[str, float], started: float,
-                  sizes: dict[str, list]) -> Report:
+                  sizes: dict[str, list], kept_by_constraint: set[int]) -> Report:
     final_shapes = tensor_shapes(result, sizes)
     final_graph = to_graph(result)
     layers = []
@@ -75,7 +76,7 @@ def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_laye
         if frozen is None and layer.in_channels == before["in"][name]:
             kept["in"] = KEPT_BY_SELECTION
         if layer.out_channels == before["out"][name]:
-            kept["out"] = channels.output_kept_reason(layer) or KEPT_BY_SELECTION
+            kept["out"] = channels.output_kept_reason(layer) or _kept_reason(channels, layer, kept_by_constraint)
         layers.append(LayerReport(
             name=name, op_type=original_layers[name].node.op,
             channels_before=before["out"][name], channels_after=layer.out_channels,
@@ -91,6 +92,14 @@ def _build_report(result: onnx.ModelProto, channels: ChannelGraph, original_laye
         seconds=round(time.perf_counter() - started, 3), peak_memory_mb=peak_memory_mb(), layers=layers,
         skipped=channels.skipped, timings={k: round(v, 3) for k, v in timings.items()}, input_shapes=sizes,
     )
+
+
+def _kept_reason(channels: ChannelGraph, layer: Layer, kept_by_constraint: set[int]) -> str:
+    """Why every output channel of a layer that could lose some stays: the selection, or the groups."""
+    classes = channels.classes(layer.node.outputs[0].name)
+    if classes is not None and kept_by_constraint.intersection(int(c) for c in np.unique(classes)):
+        return KEPT_BY_GROUPS
+    return KEPT_BY_SELECTION
 
 
 def _layer_params(layer: Layer) -> int:

@@ -53,6 +53,8 @@ class Pruner:
         self.units = channels.units()
         self.unit_of = {layer.name: unit for unit in self.units for layer in unit.consumers}
         self.decided: set[int] = set()
+        # Channel classes GES dropped but the graph's constraints kept (equal counts per group).
+        self.kept_by_constraint: set[int] = set()
         self.eps_l2 = unit_eps(channels, self.units, config)
         self.rng = np.random.default_rng(config.seed)
         # Both runners share one store, so the memory budget covers both networks' activations;
@@ -185,6 +187,7 @@ class Pruner:
         feasible = self.channels.feasible(removed, {int(c): float(scores[index[int(c)]]) for c in unit.classes},
                                           spare=unit.classes[keep[:n] & ~floor[:n]])
         if not np.array_equal(np.sort(feasible), np.sort(removed)):
+            self.kept_by_constraint.update(int(c) for c in np.setdiff1d(removed, feasible))
             keep[:n] = ~np.isin(unit.classes, feasible)
             removed = unit.classes[~keep[:n]]
         if removed.size:

@@ -26,11 +26,11 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import BudgetError, ConfigError, OutputError
 from onnxprune.measure.evaluate import EvalSource, check_labels, load_eval_data, top1
 from onnxprune.graph.io import check_model, load_model, save_model, write_text
-from onnxprune.report import Trial
+from onnxprune.report import Fidelity, Trial
 
 DEFAULT_BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
-TABLE_COLUMNS = ("point", "target", "eps_l2", "params_removed", "macs_removed", "top1", "loss_pt", "params_after",
-                 "macs_after", "trials", "seconds", "error")
+TABLE_COLUMNS = ("point", "target", "eps_l2", "params_removed", "macs_removed", "top1", "loss_pt",
+                 "held_loss_estimate_pt", "held_disagreement", "params_after", "macs_after", "trials", "seconds", "error")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class SweepPoint:
     top1: float | None = None
     params_after: int | None = None
     macs_after: int | None = None
+    fidelity: Fidelity | None = None  # on the held-out calibration samples (no labels)
     trials: int = 0  # prunes this point ran (a budget's search; 1 for an ε_L2 value)
     seconds: float = 0.0
     error: str | None = None
@@ -66,8 +67,12 @@ class SweepResult:
         rows = []
         for number, p in enumerate(self.points, start=1):
             loss = None if p.top1 is None else round(100 * (self.top1_before - p.top1), 2)
+            f = p.fidelity
+            estimate = None if f is None or f.loss_estimate is None else round(100 * f.loss_estimate, 3)
             rows.append({"point": number, "target": p.target, "eps_l2": p.eps_l2, "params_removed": p.params_removed,
-                         "macs_removed": p.macs_removed, "top1": p.top1, "loss_pt": loss, "params_after": p.params_after,
+                         "macs_removed": p.macs_removed, "top1": p.top1, "loss_pt": loss,
+                         "held_loss_estimate_pt": estimate, "held_disagreement": None if f is None else f.disagreement,
+                         "params_after": p.params_after,
                          "macs_after": p.macs_after, "trials": p.trials, "seconds": p.seconds, "error": p.error})
         return rows
 
@@ -169,7 +174,7 @@ def sweep(model: onnx.ModelProto | str | os.PathLike, calib: Calibration, config
         points.append(SweepPoint(
             target=value if kind == "target" else None, eps_l2=eps, params_removed=round(report.params_removed, 6),
             macs_removed=round(report.macs_removed, 6), top1=accuracy, params_after=report.params_after,
-            macs_after=report.macs_after, trials=len(history.trials) - ran if kind == "target" else 1,
+            macs_after=report.macs_after, fidelity=report.fidelity, trials=len(history.trials) - ran if kind == "target" else 1,
             seconds=round(time.perf_counter() - started, 3),
             layers=[(layer.name, layer.channels_before, layer.channels_after) for layer in report.layers],
             search=report.search.trials if report.search is not None else []))

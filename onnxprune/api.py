@@ -26,7 +26,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.graph.io import check_model, load_model
 from onnxprune.graph.shapes import tensor_shapes  # noqa: F401  (the tests' and tools' historical import)
-from onnxprune.measure.fidelity import measure_fidelity
+from onnxprune.measure.fidelity import FidelityMeter, measure_fidelity
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.pruning.once import prune_once
 from onnxprune.report import Report
@@ -93,8 +93,9 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
     if not _samples(sets.held):
         pruned, report = prune_once(model, sets.fit, config, say, started)
         return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
-    pruned, report = find_guarded(bound or FidelityBound(), config, sets, partial(prune_once, model),
-                                  partial(measure_fidelity, model, batch_size=config.batch_size), say)
+    meter = FidelityMeter(model, sets.held, batch_size=config.batch_size)
+    pruned, report = find_guarded(bound or FidelityBound(), config, sets.fit, partial(prune_once, model),
+                                  meter, say)
     return PruneResult(pruned, replace(report, seconds=round(time.perf_counter() - started, 3),
                                        peak_memory_mb=peak_memory_mb()))
 

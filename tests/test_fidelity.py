@@ -18,7 +18,6 @@ from onnxprune.config import PruneConfig
 from onnxprune.measure.fidelity import has_scores, measure_fidelity
 from onnxprune.report import Fidelity, OutputFidelity, Report
 from onnxprune.search.guard import MAX_TRIALS_DOWN, FidelityBound, find_guarded
-from onnxprune.calib.data import CalibrationSets
 
 
 # --- the split -------------------------------------------------------------------------------
@@ -80,6 +79,19 @@ def test_fidelity_of_the_same_model_is_perfect_and_of_another_is_not():
     assert measure_fidelity(model, other, {INPUT: held[INPUT][:0]}) is None
 
 
+@pytest.mark.parametrize("cache_mb", [256, 0])
+def test_a_meter_measures_every_candidate_as_a_fresh_measure_does(cache_mb):
+    """The original's outputs are kept between candidates (or, past the cap, computed again)."""
+    from onnxprune.measure.fidelity import FidelityMeter
+    model = lenet_like(seed=0)
+    held = {INPUT: random_inputs(model, 40)}
+    meter = FidelityMeter(model, held, batch_size=16, cache_mb=cache_mb)
+    for seed in (1, 2, 1):
+        candidate = lenet_like(seed=seed)
+        assert meter(candidate) == measure_fidelity(model, candidate, held, batch_size=16)
+    assert (meter.cached is not None) == (cache_mb > 0)
+
+
 def test_prune_reports_fidelity_on_the_held_out_samples():
     model = lenet_like()
     x = random_inputs(model, 60)
@@ -119,18 +131,18 @@ def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps 
             max_trials=3):
     """find_guarded with a fake prune whose estimated loss is excess_at(eps) * the bound."""
     bound = FidelityBound(max_loss=0.005, max_trials=max_trials)
-    sets = CalibrationSets({"x": np.zeros((4, 1))}, {"x": np.zeros((4, 1))})
+    feeds = {"x": np.zeros((4, 1))}
 
     def prune_once(feeds, config, say):
         params = 1000
         after = round(params * (1 - removed_at(config.eps_l2)))
         return config.eps_l2, Report(params_before=params, params_after=after, macs_before=1, macs_after=1, seconds=0)
 
-    def fidelity_of(model, held):
+    def fidelity_of(model):
         loss = 0.005 * excess_at(model)
         return Fidelity(4, [OutputFidelity("y", 0.0, 1 - 2 * loss, loss)], 2 * loss, 0.0, loss)
 
-    return find_guarded(bound, PruneConfig(eps_l2=start), sets, prune_once, fidelity_of, lambda line: None)
+    return find_guarded(bound, PruneConfig(eps_l2=start), feeds, prune_once, fidelity_of, lambda line: None)
 
 
 def test_search_returns_the_sparsest_trial_within_the_bound():

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from onnxprune.calib.data import CalibrationSets
 from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.report import Fidelity, GuardReport, Report, Trial
@@ -35,7 +34,7 @@ MAX_TRIALS_DOWN = 8  # trials at most while no trial is within the bounds
 INTERIOR = 0.2  # an interpolated trial keeps this share of the bracket's width from either end
 
 PruneOnce = Callable[[dict[str, np.ndarray], PruneConfig, Callable[[str], None]], tuple[onnx.ModelProto, Report]]
-FidelityOf = Callable[[onnx.ModelProto, dict[str, np.ndarray]], Fidelity | None]
+FidelityOf = Callable[[onnx.ModelProto], Fidelity]
 
 
 @dataclass(frozen=True)
@@ -96,11 +95,11 @@ class _Attempt:
         return self.excess <= 1
 
 
-def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSets, prune_once: PruneOnce,
+def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.ndarray], prune_once: PruneOnce,
                  fidelity_of: FidelityOf, say: Callable[[str], None]) -> tuple[onnx.ModelProto, Report]:
     """The sparsest trial within ``bound`` (or, when none is, the most faithful), its report with
     ``fidelity`` and ``guard`` set. ``prune_once(feeds, config, progress)`` is one full prune on the
-    statistics' samples; ``fidelity_of(model, held)`` measures one on the held-out samples."""
+    statistics' samples ``feeds``; ``fidelity_of(model)`` measures one on the held-out samples."""
     attempts: list[_Attempt] = []
 
     def run(x: float) -> _Attempt:
@@ -109,10 +108,10 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, sets: CalibrationSet
         if number > 1:  # the first trial is a plain prune at the start's ε_L2: its progress as usual
             say(f"strength trial {number}: eps_l2 {eps:g}")
         started = time.perf_counter()
-        model, report = prune_once(sets.fit, replace(config, eps_l2=eps),
+        model, report = prune_once(feeds, replace(config, eps_l2=eps),
                                    (lambda line: say("  " + line)) if number > 1 else say)
-        fidelity = fidelity_of(model, sets.held)
-        trial = Trial(eps_l2=eps, samples=len(next(iter(sets.fit.values()))),
+        fidelity = fidelity_of(model)
+        trial = Trial(eps_l2=eps, samples=len(next(iter(feeds.values()))),
                       params_removed=round(report.params_removed, 6), macs_removed=round(report.macs_removed, 6),
                       seconds=round(time.perf_counter() - started, 3), disagreement=fidelity.disagreement,
                       relative_error=round(fidelity.relative_error, 6), loss_estimate=fidelity.loss_estimate)

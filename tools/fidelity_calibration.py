@@ -8,6 +8,8 @@ object per line is appended to ``--out`` as each point finishes, so an interrupt
 points and a rerun skips them.
 
     python tools/fidelity_calibration.py --models lenet5_mnist --eps-l2 0.2,0.8,3.2,12.8 --draws 0,1,2
+    python tools/train_small.py --arch mlp_mnist --out /tmp/mlp_mnist.onnx --epochs 2
+    python tools/fidelity_calibration.py --models mlp_mnist=/tmp/mlp_mnist.onnx --eps-l2 0.2,0.8,3.2 --draws 0,1
     python tools/fidelity_calibration.py --summary docs/results/fidelity-calibration.jsonl --plot docs/fidelity.png
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-from datasets import DATASETS, calibration_subset, shared_dir  # noqa: E402
+from datasets import DATASETS, LOADERS, calibration_subset, shared_dir  # noqa: E402
 from evaluate import predict  # noqa: E402
 
 import onnxprune  # noqa: E402
@@ -41,8 +43,11 @@ def done(out: Path) -> set[tuple]:
 
 def run(model_name: str, draws: list[int], eps_values: list[float], samples: int, holdout: int,
         out: Path, shared: str | None) -> None:
-    model_path = shared_dir(shared) / "models" / f"{model_name}.onnx"
-    load = DATASETS[model_name]
+    if "=" in model_name:  # NAME_DATA=PATH: a model of one's own (tools/train_small.py), on dataset DATA
+        model_name, path = model_name.split("=", 1)
+        model_path, load = Path(path), LOADERS[model_name.rsplit("_", 1)[1]]
+    else:
+        model_path, load = shared_dir(shared) / "models" / f"{model_name}.onnx", DATASETS[model_name]
     x_train, _ = load("train")
     x_test, y_test = load("test")
     original_logits = predict(model_path, x_test)
@@ -138,7 +143,8 @@ def plot(out: Path, path: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("held_loss_estimate") is not None and r["holdout"] == 1024]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for model, marker in (("lenet5_mnist", "o"), ("vgg16_cifar10", "s"), ("resnet18_cifar10", "^")):
+    for model, marker in (("lenet5_mnist", "o"), ("vgg16_cifar10", "s"), ("resnet18_cifar10", "^"),
+                          ("mlp_mnist", "D")):
         sel = [r for r in rows if r["model"] == model]
         for ax, field in zip(axes, ("held_disagreement", "held_loss_estimate")):
             ax.scatter([100 * r[field] for r in sel], [r["loss_pt"] for r in sel], marker=marker, label=model)

@@ -76,6 +76,22 @@ HEADER = ("| model | options | top-1 before | top-1 after | loss (pt) | params r
           "| wall time | peak memory |\n|---|---|---|---|---|---|---|---|---|")
 
 
+def guard_table(paths: list[Path]) -> None:
+    """The default runs' table (docs/fidelity.md): what the strength search chose, its held-out
+    fidelity beside the true loss, and its wall time against the chosen trial's own."""
+    print("| model | seed | eps_l2 chosen (trials) | params removed | MACs removed | held-out est. loss | "
+          "held-out disagreement | true top-1 loss | wall time | chosen trial alone | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        for r in json.loads(path.read_text()):
+            guard, fidelity = r["guard"], r["fidelity"]
+            chosen = next(t for t in guard["trials"] if t["eps_l2"] == guard["eps_l2"])
+            print(f"| {r['model']} | {r['seed']} | {guard['eps_l2']:g} ({len(guard['trials'])}"
+                  f"{'' if guard['met'] else ', none within'}) | {r['params_removed']:.1%} | {r['macs_removed']:.1%} | "
+                  f"{100 * fidelity['loss_estimate']:.2f} pt | {fidelity['disagreement']:.2%} | {r['loss_pt']:.2f} pt | "
+                  f"{r['seconds']:.0f} s | {chosen['seconds']:.0f} s | {r['seconds'] / chosen['seconds']:.2f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["lenet5_mnist", "vgg16_cifar10"], choices=sorted(DATASETS))
@@ -88,7 +104,12 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="also write all rows as JSON here")
     parser.add_argument("--extra", default="", help="more onnxprune options for every run, e.g. '--param-weighting 0'")
+    parser.add_argument("--guard-table", type=Path, nargs="+", metavar="JSON",
+                        help="print the table of default (strength-searched) runs from these --out files and exit")
     args = parser.parse_args()
+    if args.guard_table:
+        guard_table(args.guard_table)
+        return
     extra = args.extra.split()
     settings = [extra] + [extra + ["--eps-l2", v] for v in args.eps_l2.split(",") if v]
     print(HEADER, flush=True)

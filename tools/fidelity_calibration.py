@@ -149,7 +149,7 @@ def plot(out: Path, path: Path) -> None:
         for ax, field in zip(axes, ("held_disagreement", "held_loss_estimate")):
             ax.scatter([100 * r[field] for r in sel], [r["loss_pt"] for r in sel], marker=marker, label=model)
     for ax, title, bound in zip(axes, ("held-out top-1 disagreement (%)", "held-out estimated top-1 loss (pt)"),
-                                (1.5, 0.5)):
+                                (2.0, 0.5)):
         ax.set_xscale("log"), ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())

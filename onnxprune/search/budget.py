@@ -93,6 +93,11 @@ def budget_from(target_sparsity: float | None, target_macs: float | None,
     return Budget(metric, float(target), options or SearchOptions())
 
 
+def round_eps(x: float) -> float:
+    """ε_L2 at log value ``x``, rounded: printed in full, it reproduces the trial with --eps-l2."""
+    return float(f"{math.exp(x):.4g}")
+
+
 PruneOnce = Callable[[dict[str, np.ndarray], PruneConfig, Callable[[str], None]], tuple[onnx.ModelProto, Report]]
 Point = tuple[float, float]  # (log ε_L2, fraction removed)
 
@@ -164,7 +169,7 @@ class _Runner:
 
     @staticmethod
     def eps(x: float) -> float:
-        return float(f"{math.exp(x):.4g}")  # a round value, printed in full, that reproduces the trial with --eps-l2
+        return round_eps(x)
 
     def known(self, feeds: dict[str, np.ndarray], x: float) -> bool:
         return (self.eps(x), len(next(iter(feeds.values())))) in self.history.trials

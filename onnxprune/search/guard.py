@@ -27,16 +27,15 @@ import onnx
 from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.report import Fidelity, GuardReport, Report, Trial
+from onnxprune.search.budget import EPS_RANGE, PruneOnce, round_eps
 
 # ε_L2 changes by these factors while the bound is not bracketed: boldly up (a stronger prune is
 # cheaper), gently down (a weaker one costs more: VGG-16's GES solves took 3x longer at 0.2 than at 0.8).
 STEP_UP = math.log(4.0)
 STEP_DOWN = math.log(2.0)
-EPS_RANGE = (1e-6, 1e6)
 MAX_TRIALS_DOWN = 8  # trials at most while no trial is within the bounds
 INTERIOR = 0.2  # an interpolated trial keeps this share of the bracket's width from either end
 
-PruneOnce = Callable[[dict[str, np.ndarray], PruneConfig, Callable[[str], None]], tuple[onnx.ModelProto, Report]]
 FidelityOf = Callable[[onnx.ModelProto], Fidelity]
 
 
@@ -106,7 +105,7 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.
     attempts: list[_Attempt] = []
 
     def run(x: float) -> _Attempt:
-        eps = float(f"{math.exp(x):.4g}")  # a round value that reproduces the trial with --eps-l2
+        eps = round_eps(x)
         number = len(attempts) + 1
         if number > 1:  # the first trial is a plain prune at the start's ε_L2: its progress as usual
             say(f"strength trial {number}: eps_l2 {eps:g}")
@@ -131,8 +130,8 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.
     # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2.
     best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
             else min(attempts, key=lambda a: a.excess))
-    guard = GuardReport(max_loss=bound.max_loss, max_disagreement=bound.max_disagreement, max_relative_error=bound.max_relative_error,
-                        eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
+    guard = GuardReport(max_loss=bound.max_loss, max_disagreement=bound.max_disagreement,
+                        max_relative_error=bound.max_relative_error, eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
     return best.model, replace(best.report, guard=guard)
 
 

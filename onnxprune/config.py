@@ -14,6 +14,7 @@ DEFAULT_MAX_DISAGREEMENT = 0.02  # share of changed top-1 decisions
 DEFAULT_MAX_RELATIVE_ERROR = 0.05
 SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
 PRICINGS = ("params", "macs")
+READER_CHANNELS = ("tied", "own")  # see onnxprune/pruning/readers.py
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class PruneConfig:
         in memory at most; beyond it they go to files in a temporary directory, read back batch by
         batch, so memory does not grow with the samples. Same results either way; inf = never spill.
     activation_dir : where that temporary directory is made (None: the system's, $TMPDIR).
+    reader_channels : channels that several layers read (a residual stream, a fan-out): "tied",
+        removed from every writer and reader at once, or "own", each reader picks its own subset
+        through a Gather and the shared tensor keeps its channels (pruning/readers.py).
     max_iter, tol : GES iteration limit, and the largest change of n*w_c that counts as converged.
     """
 
@@ -81,6 +85,7 @@ class PruneConfig:
     activation_dir: str | None = None
     max_iter: int = 20
     tol: float = 1e-3
+    reader_channels: str = "tied"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", frozenset(self.exclude))
@@ -109,6 +114,9 @@ class PruneConfig:
                 raise ConfigError(f"layer_eps['{name}'] must be >= 0, got {factor}")
         if self.pricing is not None and self.pricing not in PRICINGS:
             raise ConfigError(f"pricing must be one of {', '.join(PRICINGS)}, got {self.pricing!r}")
+        if self.reader_channels not in READER_CHANNELS:
+            raise ConfigError(f"reader_channels must be one of {', '.join(READER_CHANNELS)}, "
+                              f"got {self.reader_channels!r}")
         if self.selector not in SELECTORS:
             raise ConfigError(f"selector must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
         if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:

@@ -193,12 +193,21 @@ def softmax_spatial(net: Net, x: str, c: int, axis: int = 3) -> tuple[str, int]:
     return net.conv_bn(y, c, 8), 8
 
 
+def channel_gather(net: Net, x: str, c: int) -> tuple[str, int]:
+    """A Gather of channels by constant indices (out of order, one twice, some left out) before a
+    conv: its output channels are its own, its input's are kept."""
+    indices = np.array([c - 1, 0, 2, 2, c // 2][: max(1, min(5, c))], dtype=np.int64)
+    name = net.name("gather")
+    y = net.node("Gather", name, [x, net.const(f"{name}.indices", indices)], axis=1)
+    return net.conv_bn(y, int(indices.size), 8), 8
+
+
 PIECES = {
     "plain": plain, "residual": residual, "bottleneck": bottleneck, "inverted_residual": inverted_residual,
     "dense": dense, "fire": fire, "squeeze_excite": squeeze_excite, "split_paths": split_paths,
     "slice_half": slice_half, "grouped": grouped, "shuffle": shuffle, "pad_resize": pad_resize,
     "transpose_hw": transpose_hw, "nhwc_round_trip": nhwc_round_trip, "conv_transpose": conv_transpose,
-    "conv_transpose_dw": conv_transpose_dw, "softmax_spatial": softmax_spatial,
+    "conv_transpose_dw": conv_transpose_dw, "softmax_spatial": softmax_spatial, "channel_gather": channel_gather,
 }
 
 

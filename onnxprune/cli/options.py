@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from onnxprune.config import PRICINGS, PruneConfig
+from onnxprune.config import PRICINGS, READER_CHANNELS, PruneConfig
 
 DEFAULTS = PruneConfig()
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -85,6 +85,11 @@ SELECTION = [
     click.option("--layer-eps", multiple=True, metavar="NODE=F",
                  help="Multiply the --eps-l2 of the channels NODE produces (and of every channel tied to them) by "
                       "F: below 1 prunes them less, above 1 more (repeatable)."),
+    click.option("--reader-channels", type=click.Choice(READER_CHANNELS), default=DEFAULTS.reader_channels,
+                 show_default=True,
+                 help="Channels several layers read (a residual stream, a fan-out): 'tied' removes a channel from "
+                      "every writer and reader at once; 'own' lets each reader keep its own subset through a "
+                      "Gather, and the shared tensor keeps its channels."),
     click.option("--pricing", type=click.Choice(PRICINGS),
                  help="Price each layer's --eps-l2 (see --param-weighting) by the parameters or by the MACs its "
                       "channels control.  [default: macs with --target-macs, else params]"),
@@ -135,7 +140,8 @@ def config(options: dict) -> PruneConfig:
                        exclude=frozenset(options["exclude"]), seed=options["seed"],
                        activation_memory_mb=options["activation_memory"], min_keep=options["min_keep"],
                        holdout=options["holdout"],
-                       layer_eps=layer_eps(options["layer_eps"]), pricing=options["pricing"])
+                       layer_eps=layer_eps(options["layer_eps"]), pricing=options["pricing"],
+                       reader_channels=options["reader_channels"])
 
 
 def layer_eps(values: tuple[str, ...]) -> dict[str, float]:

@@ -15,6 +15,7 @@ from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, sole_consumer
 from onnxprune.ops.channelwise import (ACTIVATIONS, POOLS, BatchNormalization, Channelwise, InstanceNormalization, PRelu,
                                       Softmax)
 from onnxprune.ops.elementwise import ELEMENTWISE, Elementwise
+from onnxprune.ops.gather import ChannelGather
 from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, Slice, Split,
                                   Squeeze, Transpose)
 from onnxprune.ops.linear import LINEAR, ConvGeometry, ConvTranspose, Layer, Linear, as_layer
@@ -31,6 +32,7 @@ RULES: dict[str, OpRule] = {
     **dict.fromkeys(ELEMENTWISE, Elementwise()),
     **LINEAR,  # a node that is a layer is handled by the walk; these entries see the rest
     "ConvTranspose": ConvTranspose(),  # a producer of new channels that nothing refits
+    "Gather": ChannelGather(),  # constant indices on the channel axis: a selection with its own channels
     "Concat": Concat(),
     "Split": Split(),
     "Slice": Slice(),

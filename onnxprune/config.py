@@ -12,6 +12,7 @@ from onnxprune.errors import ConfigError
 DEFAULT_MAX_LOSS = 0.005  # estimated top-1 loss, a fraction (0.5 pt)
 DEFAULT_MAX_DISAGREEMENT = 0.02  # share of changed top-1 decisions
 DEFAULT_MAX_RELATIVE_ERROR = 0.05
+DEFAULT_MAX_MAP_DISAGREEMENT = 0.05  # 1 - Dice overlap of thresholded score maps (detectors, text maps)
 SELECTORS = ("ges", "l1", "lasso")  # see onnxprune/solve/selectors.py
 PRICINGS = ("params", "macs")
 READER_CHANNELS = ("tied", "own")  # see onnxprune/pruning/readers.py

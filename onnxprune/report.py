@@ -65,6 +65,9 @@ class OutputFidelity:
     # For the same outputs: mean of p(original's top-1) - p(pruned model's top-1), p the original's
     # class probabilities: the top-1 lost if the labels followed them (measure/fidelity.py).
     loss_estimate: float | None = None
+    # For other outputs with slices of scores in [0, 1] (a detector's class scores, a text map): the
+    # Dice overlap of the original's and the pruned model's thresholded positives (MapAgreement).
+    map_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,15 @@ class Fidelity:
     """The pruned model against the original on calibration samples held out from the statistics:
     no labels needed. ``disagreement`` is the largest share of changed top-1 decisions over the
     outputs that have them (None without such an output), ``relative_error`` the largest over all,
-    ``loss_estimate`` the largest estimated top-1 loss (see OutputFidelity)."""
+    ``loss_estimate`` the largest estimated top-1 loss, ``map_agreement`` the lowest overlap of
+    thresholded score maps (see OutputFidelity)."""
 
     samples: int
     outputs: list[OutputFidelity]
     disagreement: float | None
     relative_error: float
     loss_estimate: float | None = None
+    map_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Trial:
     disagreement: float | None = None  # held-out fidelity of the trial (strength searches)
     relative_error: float | None = None
     loss_estimate: float | None = None
+    map_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class GuardReport:
     max_relative_error: float
     eps_l2: float
     met: bool
+    max_map_disagreement: float | None = None
     trials: list[Trial] = field(default_factory=list)
 
 

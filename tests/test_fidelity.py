@@ -122,6 +122,84 @@ def test_bound_takes_the_worst_measure_of_every_output():
     assert bound.excess(Fidelity(100, [confident], 0.01, 9.0, 0.01)) == pytest.approx(2.0)  # the estimate binds
     heads = [OutputFidelity("logits", 0.5, 1.0, 0.0), OutputFidelity("boxes", 0.05)]
     assert bound.excess(Fidelity(100, heads, 0.0, 0.5, 0.0)) == pytest.approx(0.5)  # a map: its relative error
+    detector = [OutputFidelity("boxes_and_scores", 0.01, map_agreement=0.9)]  # max_map_disagreement 0.05
+    assert bound.excess(Fidelity(100, detector, None, 0.01, None, 0.9)) == pytest.approx(2.0)
+
+
+def _detections(rng, n=64, anchors=200):
+    """A YOLOv8-style output (N, 4 box rows in pixels + 3 class-score rows, anchors)."""
+    boxes = rng.uniform(0, 640, (n, 4, anchors))
+    scores = rng.uniform(0, 1, (n, 3, anchors)) ** 4  # mostly low, some detections
+    return np.concatenate([boxes, scores], axis=1)
+
+
+def test_map_agreement_sees_the_scores_a_relative_error_drowns():
+    from onnxprune.measure.fidelity import MAP_THRESHOLDS, MapAgreement, _relative
+    rng = np.random.default_rng(0)
+    original = _detections(rng)
+    pruned = original.copy()
+    pruned[:, 4:] = np.clip(pruned[:, 4:] + rng.normal(0, 0.15, pruned[:, 4:].shape), 0, 1)  # scores move
+    meter = MapAgreement()
+    for batch in range(0, 64, 16):  # batch by batch, as the meter is fed
+        meter.add(original[batch:batch + 16], pruned[batch:batch + 16])
+    dice = []
+    for t in MAP_THRESHOLDS:
+        mine, theirs = original[:, 4:] > t, pruned[:, 4:] > t
+        dice.append(2 * (mine & theirs).sum() / (mine.sum() + theirs.sum()))
+    assert meter.agreement() == pytest.approx(min(dice))
+    assert meter.agreement() < 0.9
+    # The box coordinates dominate the norm: the relative error barely sees the scores change.
+    error = _relative(float(np.square(pruned - original).sum()), float(np.square(original).sum()))
+    assert error < 0.01
+
+
+def test_map_agreement_is_none_without_score_slices_and_one_for_the_same_maps():
+    from onnxprune.measure.fidelity import MapAgreement
+    rng = np.random.default_rng(1)
+    logits = MapAgreement()
+    logits.add(rng.normal(0, 3, (8, 5, 10)), rng.normal(0, 3, (8, 5, 10)))
+    assert logits.agreement() is None  # no slice lies in [0, 1]
+    same = MapAgreement()
+    text_map = rng.uniform(0, 1, (4, 1, 16, 16))  # DBNet's probability map: the feature axis is a spatial one
+    same.add(text_map, text_map)
+    assert same.agreement() == 1.0
+
+
+def _detector(seed: int = 0):
+    """Convs, then a box head (4 rows, pixels) and a class-score head (3 rows, Sigmoid) concatenated
+    as (N, 7, anchors), YOLOv8's layout."""
+    import onnx
+    from onnx import TensorProto, helper
+    from topologies import Net
+    net = Net(seed)
+    x = net.conv_bn(INPUT, 3, 8)
+    x = net.conv_bn(x, 8, 12)
+    boxes = net.node("Mul", "to_pixels", [net.conv("box_head", x, 12, 4, k=1, pad=0, bias=True),
+                                          net.const("stride", np.float32(64.0))])
+    scores = net.node("Sigmoid", "score_act", [net.conv("score_head", x, 12, 3, k=1, pad=0, bias=True)])
+    both = net.node("Concat", "heads", [boxes, scores], axis=1)
+    net.node("Reshape", "flatten_anchors", [both, net.const("anchors", np.array([0, 7, -1]))], output="detections")
+    graph = helper.make_graph(net.nodes, "detector", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT,
+                                                                                    ["batch", 3, 16, 16])],
+                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["batch", 7, 256])],
+                              initializer=net.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_detector_prune_reports_and_is_bounded_by_its_score_map_agreement():
+    model = _detector()
+    x = random_inputs(model, 96)
+    _, report = onnxprune.prune(model, x, eps_l2=4.0, max_samples=64, holdout=32)
+    fidelity = report.fidelity
+    assert fidelity.loss_estimate is None and fidelity.disagreement is None  # not a classifier
+    assert 0 <= fidelity.map_agreement <= 1 and fidelity.outputs[0].map_agreement == fidelity.map_agreement
+    assert fidelity.map_agreement < 0.99  # random weights at ε_L2 4: positives move
+    strict = FidelityBound(max_relative_error=10.0, max_map_disagreement=(1 - fidelity.map_agreement) / 2)
+    assert strict.excess(fidelity) == pytest.approx(2.0)  # the map binds though the error does not
+    assert "map_agreement" in json.dumps(report.to_dict())
 
 
 # --- the search, on a model of fidelity against ε_L2 ------------------------------------------

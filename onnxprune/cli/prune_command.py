@@ -12,7 +12,8 @@ import onnxprune.cli.options as shared
 import onnxprune.cli.summary as summary
 from onnxprune.cli.guard import guarded, progress_printer
 from onnxprune.cli.options import CONTEXT, DEFAULTS, default
-from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR
+from onnxprune.config import (DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_MAP_DISAGREEMENT,
+                              DEFAULT_MAX_RELATIVE_ERROR)
 
 EPS_L2 = click.option("--eps-l2", type=click.FloatRange(min=0), metavar="F",
                       help="GES ridge weight on the reconstruction: the main knob. Larger removes more channels. "
@@ -35,6 +36,11 @@ GUARD = [
                  default=DEFAULT_MAX_RELATIVE_ERROR, show_default=True,
                  help="Fidelity bound for every other output (maps, boxes): ||pruned - original|| / ||original|| "
                       "on the held-out samples. Used as --max-loss is."),
+    click.option("--max-map-disagreement", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
+                 default=DEFAULT_MAX_MAP_DISAGREEMENT, show_default=True,
+                 help="Fidelity bound for outputs that hold score maps (a detector's class scores, a text map: "
+                      "slices of values in [0, 1]): 1 - the overlap of the original's and the pruned model's "
+                      "positives at thresholds 0.25 and 0.5. Used as --max-loss is."),
 ]
 BUDGET = [
     click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
@@ -117,7 +123,8 @@ def _strength(options: dict) -> dict:
     """Whether --eps-l2 was given, and the fidelity bounds (the search's, or the warning's)."""
     return {"eps_given": options["eps_l2"] is not None, "max_loss": options["max_loss"] / 100,
             "max_disagreement": options["max_disagreement"],
-            "max_relative_error": options["max_relative_error"]}
+            "max_relative_error": options["max_relative_error"],
+            "max_map_disagreement": options["max_map_disagreement"]}
 
 
 def _measure_options(options: dict) -> dict:

@@ -102,6 +102,8 @@ def fidelity_note(fidelity: Fidelity | None) -> str:
         parts.append(f"estimated top-1 loss {100 * fidelity.loss_estimate:.2f} pt, top-1 agrees with the "
                      f"original on {1 - fidelity.disagreement:.1%}")
     parts.append(f"relative output error {fidelity.relative_error:.3g}")
+    if fidelity.map_agreement is not None:
+        parts.append(f"score maps agree on {fidelity.map_agreement:.1%} of their positives")
     return ", ".join(parts) + f", on {fidelity.samples:,} held-out calibration samples"
 
 
@@ -109,7 +111,9 @@ def guard_note(report: Report) -> str:
     """How the default strength was chosen, in one line."""
     g = report.guard
     bounds = (f"estimated loss <= {100 * g.max_loss:g} pt, disagreement <= {g.max_disagreement:.1%}, "
-              f"relative error <= {g.max_relative_error:g}")
+              f"relative error <= {g.max_relative_error:g}"
+              + (f", score-map agreement >= {1 - g.max_map_disagreement:.0%}"
+                 if report.fidelity is not None and report.fidelity.map_agreement is not None else ""))
     how = (f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})" if g.met else
            f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one")
     return f"--eps-l2 {g.eps_l2:g}, {how}"

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from onnxprune.config import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_RELATIVE_ERROR, PruneConfig
+from onnxprune.config import (DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_LOSS, DEFAULT_MAX_MAP_DISAGREEMENT,
+                              DEFAULT_MAX_RELATIVE_ERROR, PruneConfig)
 from onnxprune.errors import ConfigError
 from onnxprune.report import Fidelity, GuardReport, Report, Trial
 from onnxprune.search.budget import EPS_RANGE, PruneOnce, round_eps
@@ -48,16 +49,20 @@ class FidelityBound:
     max_disagreement : largest share of changed top-1 decisions, for the same outputs. It binds where
         the estimate is too low: a model less confident than it is accurate (docs/fidelity.md).
     max_relative_error : largest ||pruned - original|| / ||original||, for every other output.
+    max_map_disagreement : for those of them that hold score maps (a detector's class scores, a text
+        map), the largest 1 - overlap of their thresholded positives (measure/fidelity.MapAgreement).
     max_trials : prunes at most while a faithful trial is known (more only to find the first one).
     """
 
     max_loss: float = DEFAULT_MAX_LOSS
     max_disagreement: float = DEFAULT_MAX_DISAGREEMENT
     max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
+    max_map_disagreement: float = DEFAULT_MAX_MAP_DISAGREEMENT
     max_trials: int = 3
 
     def __post_init__(self) -> None:
-        for name, value in (("max_loss", self.max_loss), ("max_disagreement", self.max_disagreement)):
+        for name, value in (("max_loss", self.max_loss), ("max_disagreement", self.max_disagreement),
+                            ("max_map_disagreement", self.max_map_disagreement)):
             if not 0 < value < 1:
                 raise ConfigError(f"{name} must be a fraction in (0, 1), got {value}")
         if not self.max_relative_error > 0:
@@ -67,9 +72,15 @@ class FidelityBound:
 
     def excess(self, fidelity: Fidelity) -> float:
         """The worst output's measure over its bound: at most 1 is within the bounds."""
-        return max(max(o.loss_estimate / self.max_loss, (1 - o.top1_agreement) / self.max_disagreement)
-                   if o.loss_estimate is not None else o.relative_error / self.max_relative_error
-                   for o in fidelity.outputs)
+        def of(o) -> float:
+            if o.loss_estimate is not None:
+                return max(o.loss_estimate / self.max_loss, (1 - o.top1_agreement) / self.max_disagreement)
+            if o.map_agreement is not None:
+                return max(o.relative_error / self.max_relative_error,
+                           (1 - o.map_agreement) / self.max_map_disagreement)
+            return o.relative_error / self.max_relative_error
+
+        return max(of(o) for o in fidelity.outputs)
 
     def describe(self, fidelity: Fidelity) -> str:
         """The measures that the bounds apply to on this model, with their bounds."""
@@ -81,6 +92,9 @@ class FidelityBound:
         others = [o.relative_error for o in fidelity.outputs if o.loss_estimate is None]
         if others:
             parts.append(f"relative error {max(others):.3f} (at most {self.max_relative_error:g})")
+        if fidelity.map_agreement is not None:
+            parts.append(f"score-map agreement {fidelity.map_agreement:.1%} (at least "
+                         f"{1 - self.max_map_disagreement:.1%})")
         return ", ".join(parts)
 
 
@@ -116,7 +130,8 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.
         trial = Trial(eps_l2=eps, samples=len(next(iter(feeds.values()))),
                       params_removed=round(report.params_removed, 6), macs_removed=round(report.macs_removed, 6),
                       seconds=round(time.perf_counter() - started, 3), disagreement=fidelity.disagreement,
-                      relative_error=round(fidelity.relative_error, 6), loss_estimate=fidelity.loss_estimate)
+                      relative_error=round(fidelity.relative_error, 6), loss_estimate=fidelity.loss_estimate,
+                      map_agreement=fidelity.map_agreement)
         attempt = _Attempt(math.log(eps), trial, float(bound.excess(fidelity)), model, replace(report, fidelity=fidelity))
         attempts.append(attempt)
         say(f"strength trial {number} (eps_l2 {eps:g}): {trial.params_removed:.1%} of the parameters removed, held-out "
@@ -131,7 +146,8 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.
     best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
             else min(attempts, key=lambda a: a.excess))
     guard = GuardReport(max_loss=bound.max_loss, max_disagreement=bound.max_disagreement,
-                        max_relative_error=bound.max_relative_error, eps_l2=best.trial.eps_l2, met=best.within, trials=[a.trial for a in attempts])
+                        max_relative_error=bound.max_relative_error, eps_l2=best.trial.eps_l2, met=best.within,
+                        trials=[a.trial for a in attempts], max_map_disagreement=bound.max_map_disagreement)
     return best.model, replace(best.report, guard=guard)
 
 

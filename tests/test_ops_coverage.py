@@ -162,3 +162,18 @@ def test_grouped_conv_prunes_end_to_end():
     assert layers["conv3"].in_channels_after < 8 and layers["conv3"].in_channels_after % 2 == 0
     assert weight.dims[1] * 2 == layers["conv3"].in_channels_after
     assert report.macs_after < report.macs_before
+
+
+def test_lrn_freezes_the_channels_it_reads_with_its_reason():
+    from topologies import Net
+    from builders import INPUT
+    net = Net(0)
+    x = net.conv_bn(INPUT, 3, 8)
+    x = net.node("LRN", "lrn", [x], size=5)
+    x = net.conv_bn(x, 8, 8)
+    x = net.node("Flatten", "flatten", [net.node("GlobalAveragePool", "gap", [x])], axis=1)
+    net.gemm("fc", x, 8, 10, output="logits")
+    _, graph, channels = _analysed(net.model("lrn_net", (3, 16, 16), 10))
+    lrn = _node(graph, "LRN")
+    reasons = {channels.frozen.get(int(c)) for c in channels.classes(lrn.inputs[0].name)}
+    assert reasons == {"LRN 'lrn': it normalises each channel by its 5 neighbouring channels"}

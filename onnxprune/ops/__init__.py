@@ -12,8 +12,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.ops.base import Coupling, Edit, OpRule, Shapes, sole_consumer
-from onnxprune.ops.channelwise import (ACTIVATIONS, POOLS, BatchNormalization, Channelwise, InstanceNormalization, PRelu,
-                                      Softmax)
+from onnxprune.ops.channelwise import (ACTIVATIONS, POOLS, AcrossChannels, BatchNormalization, Channelwise,
+                                      InstanceNormalization, PRelu, Softmax)
 from onnxprune.ops.elementwise import ELEMENTWISE, Elementwise
 from onnxprune.ops.gather import ChannelGather
 from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, Slice, Split,
@@ -29,6 +29,7 @@ RULES: dict[str, OpRule] = {
     "PRelu": PRelu(),
     "Softmax": Softmax(),
     "LogSoftmax": Softmax(),
+    "LRN": AcrossChannels(),
     **dict.fromkeys(ELEMENTWISE, Elementwise()),
     **LINEAR,  # a node that is a layer is handled by the walk; these entries see the rest
     "ConvTranspose": ConvTranspose(),  # a producer of new channels that nothing refits

@@ -82,3 +82,12 @@ class Softmax(Channelwise):
         if node.attrs["axis"] % rank < 2:
             return f"axis {node.attrs['axis']} of a rank-{rank} input normalises across channels"
         return super().couple(node, maps, shapes)
+
+
+class AcrossChannels(OpRule):
+    """An op whose every output channel depends on its neighbours (LRN sums the squares of ``size``
+    adjacent channels): removing one changes the others, so the channels it reads are frozen, with
+    that reason rather than "no rule"."""
+
+    def refuse(self, node: gs.Node, shapes: Shapes) -> str | None:
+        return f"it normalises each channel by its {node.attrs.get('size', 'n')} neighbouring channels"

@@ -28,7 +28,10 @@ from onnxprune.search.guard import MAX_TRIALS_DOWN, FidelityBound, find_guarded
     (1100, 1024, 256, 137),  # some beyond: 1/8 of all is more
     (1024, 1024, 256, 128),  # none beyond: 1/8 carved out
     (512, 1024, 256, 64),
-    (127, 1024, 256, 0),  # too few to spare enough to judge by
+    (127, 1024, 256, 16),  # 1/8 is too few to judge by: the least that says something
+    (32, 1024, 256, 16),
+    (31, 1024, 256, 0),  # too few to spare that many
+    (127, 1024, 8, 0),  # fewer asked for than can say anything
     (1280, 1024, 0, 0),  # none asked for
     (1000, None, 256, 125),  # all samples for the statistics: 1/8 carved out
 ])

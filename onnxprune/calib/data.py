@@ -208,7 +208,10 @@ class CalibrationSets(NamedTuple):
 
 # Held-out samples carved out of the statistics' samples are at most this fraction of them.
 HELD_OUT_SHARE = 8
-# Fewer held-out samples than this say nothing (one changed decision is over 6 %): none are held out.
+# Held-out samples carved out are at least this many, from twice as many samples on: fewer say
+# too little, and without any the default strength would go unchecked. With 16 a single changed
+# decision is over 6 %, so the default search keeps to models that change none of them: safe, if
+# cautious. Below twice this many samples none are held out (the statistics need them).
 MIN_HELD_OUT = 16
 # Offsets the held-out draw's seed from the subset's, so that the two draws are independent.
 _HELD_OUT_SEED = 7919
@@ -222,11 +225,14 @@ def loaded_samples(max_samples: int | None, holdout: int) -> int | None:
 def held_out_count(loaded: int, max_samples: int | None, holdout: int) -> int:
     """How many of ``loaded`` samples to hold out: ``holdout`` when the data has that many beyond
     ``max_samples`` (the statistics then use ``max_samples``, as without a hold-out); otherwise the
-    samples beyond it, or 1/8 of all, whichever is more (at most ``holdout``); none when that is
-    under :data:`MIN_HELD_OUT`."""
+    samples beyond it, or 1/8 of all, whichever is more (at most ``holdout``), but at least
+    :data:`MIN_HELD_OUT` when there are twice that many samples (none below that, or when
+    ``holdout`` is smaller)."""
     beyond = loaded - max_samples if max_samples is not None else 0
     count = min(holdout, max(beyond, loaded // HELD_OUT_SHARE))
-    return count if count >= MIN_HELD_OUT else 0
+    if count >= MIN_HELD_OUT:
+        return count
+    return MIN_HELD_OUT if holdout >= MIN_HELD_OUT and loaded >= 2 * MIN_HELD_OUT else 0
 
 
 def split_held_out(data: dict[str, np.ndarray], max_samples: int | None, holdout: int, seed: int) -> CalibrationSets:

@@ -123,6 +123,9 @@ class GuardReport:
     eps_l2: float
     met: bool
     max_map_disagreement: float | None = None
+    # Set when the held-out samples were too few to bound the top-1 disagreement: how many would do
+    # (search/guard.py); the model is then a cautious prune that no measure could vouch for.
+    samples_needed: int | None = None
     trials: list[Trial] = field(default_factory=list)
 
 

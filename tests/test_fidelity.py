@@ -209,7 +209,7 @@ def test_a_detector_prune_reports_and_is_bounded_by_its_score_map_agreement():
 
 
 def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps + 1)), *, start=0.8,
-            max_trials=3):
+            max_trials=3, held=1024):
     """find_guarded with a fake prune whose estimated loss is excess_at(eps) * the bound."""
     bound = FidelityBound(max_loss=0.005, max_trials=max_trials)
     feeds = {"x": np.zeros((4, 1))}
@@ -221,7 +221,7 @@ def _search(excess_at, removed_at=lambda eps: min(1.0, 0.5 + 0.1 * math.log(eps 
 
     def fidelity_of(model):
         loss = 0.005 * excess_at(model)
-        return Fidelity(4, [OutputFidelity("y", 0.0, 1 - 2 * loss, loss)], 2 * loss, 0.0, loss)
+        return Fidelity(held, [OutputFidelity("y", 0.0, 1 - 2 * loss, loss)], 2 * loss, 0.0, loss)
 
     return find_guarded(bound, PruneConfig(eps_l2=start), feeds, prune_once, fidelity_of, lambda line: None)
 
@@ -244,6 +244,27 @@ def test_search_goes_weaker_until_a_trial_is_within_the_bound():
 def test_search_says_when_no_trial_is_within_the_bound():
     eps, report = _search(lambda eps: 5.0)
     assert not report.guard.met and len(report.guard.trials) == MAX_TRIALS_DOWN
+
+
+def test_too_few_held_out_samples_give_one_cautious_prune_not_a_search():
+    # 16 of 16 unchanged decisions would pass the 2 % bound, but allow a true 13 % changed.
+    eps, report = _search(lambda eps: 0.0, held=16)
+    guard = report.guard
+    assert not guard.met and guard.samples_needed == FidelityBound().samples_needed() == 38
+    assert [t.eps_l2 for t in guard.trials] == [0.8, 0.2] and eps == 0.2
+    eps, report = _search(lambda eps: 0.0, held=38)  # enough to show zero changes means few
+    assert report.guard.met and report.guard.samples_needed is None and eps > 0.8
+
+
+def test_few_held_out_samples_must_also_bound_the_true_disagreement():
+    from onnxprune.search.guard import disagreement_limit
+    bound = FidelityBound()
+    assert disagreement_limit(0, 16) == pytest.approx(1 - 0.1 ** (1 / 16))  # 90 % one-sided, no change seen
+    agree = OutputFidelity("y", 0.0, 1.0, 0.0)  # none of 32 changed: 0 %, but the limit is 6.9 % > 3 x 2 %
+    assert bound.excess(Fidelity(32, [agree], 0.0, 0.0, 0.0)) == pytest.approx(disagreement_limit(0, 32) / 0.06)
+    assert bound.excess(Fidelity(32, [agree], 0.0, 0.0, 0.0)) > 1
+    many = OutputFidelity("y", 0.0, 1 - 20 / 1024, 0.0)  # 20 of 1,024: the point bound binds, not the limit
+    assert bound.excess(Fidelity(1024, [many], 20 / 1024, 0.0, 0.0)) == pytest.approx((20 / 1024) / 0.02)
 
 
 def test_search_stops_where_pruning_saturates():

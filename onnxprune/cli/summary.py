@@ -114,8 +114,12 @@ def guard_note(report: Report) -> str:
               f"relative error <= {g.max_relative_error:g}"
               + (f", score-map agreement >= {1 - g.max_map_disagreement:.0%}"
                  if report.fidelity is not None and report.fidelity.map_agreement is not None else ""))
-    how = (f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})" if g.met else
-           f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one")
+    if g.samples_needed is not None:
+        how = f"a cautious strength: too few held-out samples to check it (at least {g.samples_needed} are needed)"
+    elif g.met:
+        how = f"the sparsest of {len(g.trials)} trials within the fidelity bounds ({bounds})"
+    else:
+        how = f"NO trial of {len(g.trials)} was within the fidelity bounds ({bounds}); the most faithful one"
     return f"--eps-l2 {g.eps_l2:g}, {how}"
 
 
@@ -124,6 +128,10 @@ def fidelity_warning(report: Report, bound: FidelityBound, *, searched: bool) ->
     if report.fidelity is None:  # the summary says so; a warning only where the default went unchecked
         return ("no calibration samples were held out (see --holdout), so the default --eps-l2 was used "
                 "unchecked" if searched else "")
+    if report.guard is not None and report.guard.samples_needed is not None:
+        return (f"only {report.fidelity.samples} held-out samples, too few to bound the top-1 disagreement (at least "
+                f"{report.guard.samples_needed} are needed: give more calibration samples); pruned at a cautious "
+                f"--eps-l2 {report.guard.eps_l2:g}, unchecked")
     if bound.excess(report.fidelity) <= 1:
         return ""
     advice = ("no strength tried was within the bound" if searched

@@ -36,6 +36,15 @@ STEP_UP = math.log(4.0)
 STEP_DOWN = math.log(2.0)
 MAX_TRIALS_DOWN = 8  # trials at most while no trial is within the bounds
 INTERIOR = 0.2  # an interpolated trial keeps this share of the bracket's width from either end
+# A few held-out samples that all agree say little: 16 of 16 unchanged decisions still allow a true
+# share of 13 % changed. So the held-out samples must also make it CONFIDENCE sure that the true
+# share is under RESOLUTION times --max-disagreement (one-sided Clopper-Pearson limit). At 1,024
+# samples this never binds before the bound itself does; below about 38 held-out samples no
+# trial can meet it (at the 2 % default), and the search does not try: it prunes once more at a
+# cautious CAUTIOUS_FACTOR times the start and says the result went unchecked.
+CONFIDENCE = 0.9
+RESOLUTION = 3.0
+CAUTIOUS_FACTOR = 0.25
 
 FidelityOf = Callable[[onnx.ModelProto], Fidelity]
 
@@ -74,13 +83,24 @@ class FidelityBound:
         """The worst output's measure over its bound: at most 1 is within the bounds."""
         def of(o) -> float:
             if o.loss_estimate is not None:
-                return max(o.loss_estimate / self.max_loss, (1 - o.top1_agreement) / self.max_disagreement)
+                changed = round((1 - o.top1_agreement) * fidelity.samples)
+                resolution = disagreement_limit(changed, fidelity.samples) / (RESOLUTION * self.max_disagreement)
+                return max(o.loss_estimate / self.max_loss, (1 - o.top1_agreement) / self.max_disagreement,
+                           resolution)
             if o.map_agreement is not None:
                 return max(o.relative_error / self.max_relative_error,
                            (1 - o.map_agreement) / self.max_map_disagreement)
             return o.relative_error / self.max_relative_error
 
         return max(of(o) for o in fidelity.outputs)
+
+    def resolvable(self, samples: int) -> bool:
+        """Whether that many held-out samples can show a classifier within the disagreement bound."""
+        return disagreement_limit(0, samples) <= RESOLUTION * self.max_disagreement
+
+    def samples_needed(self) -> int:
+        """The fewest held-out samples that are :meth:`resolvable`."""
+        return math.ceil(math.log(1 - CONFIDENCE) / math.log(1 - RESOLUTION * self.max_disagreement))
 
     def describe(self, fidelity: Fidelity) -> str:
         """The measures that the bounds apply to on this model, with their bounds."""
@@ -138,17 +158,33 @@ def find_guarded(bound: FidelityBound, config: PruneConfig, feeds: dict[str, np.
             f"{bound.describe(fidelity)}: {'within' if attempt.within else 'beyond'} the bound ({trial.seconds:.0f}s)")
         return attempt
 
-    x = math.log(config.eps_l2 if config.eps_l2 > 0 else 1.0)
-    while (x := _next_x(attempts, bound.max_trials, x)) is not None:
-        run(x)
+    start = math.log(config.eps_l2 if config.eps_l2 > 0 else 1.0)
+    first = run(start)
+    unresolvable = first.report.fidelity.disagreement is not None and not bound.resolvable(first.report.fidelity.samples)
+    if unresolvable:  # no trial could be shown to be within the bound: one cautious prune, not a search
+        say(f"only {first.report.fidelity.samples} held-out samples: too few to bound the top-1 disagreement "
+            f"(at least {bound.samples_needed()} are needed); pruning at a cautious strength instead")
+        run(start + math.log(CAUTIOUS_FACTOR))
+    else:
+        x = start
+        while (x := _next_x(attempts, bound.max_trials, x)) is not None:
+            run(x)
     within = [a for a in attempts if a.within]
-    # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2.
+    # The sparsest faithful trial; ties (a saturated model) go to the weaker ε_L2. Without one, the
+    # most faithful (ties: the weakest), and the cautious trial when nothing could be checked.
     best = (max(within, key=lambda a: (a.trial.params_removed, -a.x)) if within
-            else min(attempts, key=lambda a: a.excess))
+            else attempts[-1] if unresolvable else min(attempts, key=lambda a: (a.excess, a.x)))
     guard = GuardReport(max_loss=bound.max_loss, max_disagreement=bound.max_disagreement,
                         max_relative_error=bound.max_relative_error, eps_l2=best.trial.eps_l2, met=best.within,
-                        trials=[a.trial for a in attempts], max_map_disagreement=bound.max_map_disagreement)
+                        trials=[a.trial for a in attempts], max_map_disagreement=bound.max_map_disagreement,
+                        samples_needed=bound.samples_needed() if unresolvable else None)
     return best.model, replace(best.report, guard=guard)
+
+
+def disagreement_limit(changed: int, samples: int) -> float:
+    """One-sided CONFIDENCE upper limit of the true share of changed decisions (Clopper-Pearson)."""
+    from scipy.stats import beta
+    return 1.0 if changed >= samples else float(beta.ppf(CONFIDENCE, changed + 1, samples - changed))
 
 
 def _next_x(attempts: list[_Attempt], max_trials: int, start: float) -> float | None:

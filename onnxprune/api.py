@@ -83,8 +83,9 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
     :mod:`onnxprune.measure.fidelity`), and whose other outputs' relative error is at most
     ``bound.max_relative_error`` (``report.guard`` lists the trials). This is the CLI's
     default when neither --eps-l2 nor a budget is given. Without held-out samples (``holdout`` 0,
-    or fewer than 8 calibration samples) nothing can be checked: it prunes once at ``config.eps_l2``
-    and ``report.guard`` is None. Other arguments as for :func:`prune`.
+    or fewer than 32 calibration samples) nothing can be checked: it prunes once at ``config.eps_l2``
+    and ``report.guard`` is None. With too few of them to bound a classifier's disagreement it
+    prunes once more at a cautious quarter of it (``report.guard.samples_needed`` says how many would do). Other arguments as for :func:`prune`.
     """
     started = time.perf_counter()
     config = _config(config, overrides, metric=None)

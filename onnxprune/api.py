@@ -137,7 +137,7 @@ def calibration_sets(model: onnx.ModelProto, calib: Calibration, config: PruneCo
                      preprocessing: Preprocessing | None = None) -> CalibrationSets:
     """The validated calibration inputs, split: ``fit``, the ``config.max_samples`` that the
     statistics use, and ``held``, the ``config.holdout`` held out to measure fidelity (from beyond
-    max_samples when the data has them, else 1/8 of the samples, at least 16 from 32 on), drawn with ``config.seed``.
+    max_samples when the data has them, else 1/4 of the samples, at least 16 from 32 on), drawn with ``config.seed``.
     Feeding them back to prune() gives the same result."""
     config = config or PruneConfig()
     if isinstance(calib, CalibrationSets):

@@ -36,7 +36,7 @@ class PruneConfig:
     max_samples : calibration samples used (a random subset when there are more; None = all).
     holdout : calibration samples held out from the statistics to measure the pruned model's
         fidelity (``Report.fidelity``): taken from beyond max_samples when the data has them,
-        otherwise from the samples themselves (1/8 of them, at least 16 from 32 on); 0 = none.
+        otherwise from the samples themselves (1/4 of them, at least 16 from 32 on); 0 = none.
     rows_per_layer : regression rows (output pixels over all images) sampled per Conv layer.
     ridge : relative ridge of the final least-squares refit of the kept channels.
     refit_prior : shrink the refit towards the original layer's weights (True) or towards 0.

@@ -25,15 +25,16 @@ from onnxprune.search.guard import MAX_TRIALS_DOWN, FidelityBound, find_guarded
 
 @pytest.mark.parametrize("loaded, max_samples, holdout, held", [
     (1280, 1024, 256, 256),  # enough beyond the statistics' samples: those, the statistics unchanged
-    (1100, 1024, 256, 137),  # some beyond: 1/8 of all is more
-    (1024, 1024, 256, 128),  # none beyond: 1/8 carved out
-    (512, 1024, 256, 64),
-    (127, 1024, 256, 16),  # 1/8 is too few to judge by: the least that says something
+    (1100, 1024, 256, 256),  # some beyond: 1/4 of all is more, at most holdout
+    (1024, 1024, 256, 256),  # none beyond: 1/4 carved out
+    (1024, 1024, 2048, 256),
+    (512, 1024, 256, 128),
+    (63, 1024, 256, 16),  # 1/4 is too few to judge by: the least that says something
     (32, 1024, 256, 16),
     (31, 1024, 256, 0),  # too few to spare that many
     (127, 1024, 8, 0),  # fewer asked for than can say anything
     (1280, 1024, 0, 0),  # none asked for
-    (1000, None, 256, 125),  # all samples for the statistics: 1/8 carved out
+    (1000, None, 256, 250),  # all samples for the statistics: 1/4 carved out
 ])
 def test_held_out_count(loaded, max_samples, holdout, held):
     assert held_out_count(loaded, max_samples, holdout) == held
@@ -120,13 +121,13 @@ def test_loss_estimate_weighs_a_change_by_the_original_confidence():
 def test_bound_takes_the_worst_measure_of_every_output():
     bound = FidelityBound(max_loss=0.005, max_disagreement=0.02, max_relative_error=0.1)
     scores = OutputFidelity("logits", relative_error=9.0, top1_agreement=0.97, loss_estimate=0.001)
-    assert bound.excess(Fidelity(100, [scores], 0.03, 9.0, 0.001)) == pytest.approx(1.5)  # disagreement binds
+    assert bound.excess(Fidelity(10_000, [scores], 0.03, 9.0, 0.001)) == pytest.approx(1.5)  # disagreement binds
     confident = OutputFidelity("logits", relative_error=9.0, top1_agreement=0.99, loss_estimate=0.01)
-    assert bound.excess(Fidelity(100, [confident], 0.01, 9.0, 0.01)) == pytest.approx(2.0)  # the estimate binds
+    assert bound.excess(Fidelity(10_000, [confident], 0.01, 9.0, 0.01)) == pytest.approx(2.0)  # the estimate binds
     heads = [OutputFidelity("logits", 0.5, 1.0, 0.0), OutputFidelity("boxes", 0.05)]
-    assert bound.excess(Fidelity(100, heads, 0.0, 0.5, 0.0)) == pytest.approx(0.5)  # a map: its relative error
+    assert bound.excess(Fidelity(10_000, heads, 0.0, 0.5, 0.0)) == pytest.approx(0.5)  # a map: its relative error
     detector = [OutputFidelity("boxes_and_scores", 0.01, map_agreement=0.9)]  # max_map_disagreement 0.05
-    assert bound.excess(Fidelity(100, detector, None, 0.01, None, 0.9)) == pytest.approx(2.0)
+    assert bound.excess(Fidelity(10_000, detector, None, 0.01, None, 0.9)) == pytest.approx(2.0)
 
 
 def _detections(rng, n=64, anchors=200):
@@ -250,9 +251,9 @@ def test_too_few_held_out_samples_give_one_cautious_prune_not_a_search():
     # 16 of 16 unchanged decisions would pass the 2 % bound, but allow a true 13 % changed.
     eps, report = _search(lambda eps: 0.0, held=16)
     guard = report.guard
-    assert not guard.met and guard.samples_needed == FidelityBound().samples_needed() == 38
+    assert not guard.met and guard.samples_needed == FidelityBound().samples_needed() == 76
     assert [t.eps_l2 for t in guard.trials] == [0.8, 0.2] and eps == 0.2
-    eps, report = _search(lambda eps: 0.0, held=38)  # enough to show zero changes means few
+    eps, report = _search(lambda eps: 0.0, held=76)  # enough to show zero changes means few
     assert report.guard.met and report.guard.samples_needed is None and eps > 0.8
 
 
@@ -260,9 +261,11 @@ def test_few_held_out_samples_must_also_bound_the_true_disagreement():
     from onnxprune.search.guard import disagreement_limit
     bound = FidelityBound()
     assert disagreement_limit(0, 16) == pytest.approx(1 - 0.1 ** (1 / 16))  # 90 % one-sided, no change seen
-    agree = OutputFidelity("y", 0.0, 1.0, 0.0)  # none of 32 changed: 0 %, but the limit is 6.9 % > 3 x 2 %
-    assert bound.excess(Fidelity(32, [agree], 0.0, 0.0, 0.0)) == pytest.approx(disagreement_limit(0, 32) / 0.06)
-    assert bound.excess(Fidelity(32, [agree], 0.0, 0.0, 0.0)) > 1
+    agree = OutputFidelity("y", 0.0, 1.0, 0.0)  # none of 64 changed: 0 %, but the limit is 3.5 % > 1.5 x 2 %
+    assert bound.excess(Fidelity(64, [agree], 0.0, 0.0, 0.0)) == pytest.approx(disagreement_limit(0, 64) / 0.03)
+    assert bound.excess(Fidelity(64, [agree], 0.0, 0.0, 0.0)) > 1
+    two = OutputFidelity("y", 0.0, 1 - 2 / 128, 0.0)  # 2 of 128 changed: 1.6 %, within 2 %, but the limit is 4.1 %
+    assert bound.excess(Fidelity(128, [two], 2 / 128, 0.0, 0.0)) > 1
     many = OutputFidelity("y", 0.0, 1 - 20 / 1024, 0.0)  # 20 of 1,024: the point bound binds, not the limit
     assert bound.excess(Fidelity(1024, [many], 20 / 1024, 0.0, 0.0)) == pytest.approx((20 / 1024) / 0.02)
 
@@ -276,15 +279,28 @@ def test_search_stops_where_pruning_saturates():
 
 
 def test_cli_default_searches_the_strength_and_reports_fidelity(tmp_path):
-    model_path, calib_path = save_inputs(tmp_path, n=128)
+    model_path, calib_path = save_inputs(tmp_path, n=400)
     result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
                                        "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.stderr
     assert "strength trial 1 (eps_l2 0.8): " in result.stderr
     assert "strength:   --eps-l2" in result.stdout
-    assert "on 16 held-out calibration samples" in result.stdout
+    assert "on 100 held-out calibration samples" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["fidelity"]["samples"] == 16 and report["guard"]["trials"]
+    assert report["fidelity"]["samples"] == 100 and report["guard"]["trials"]
+    assert report["guard"]["samples_needed"] is None
+
+
+def test_cli_default_with_too_few_held_out_samples_prunes_cautiously_and_says_so(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, n=128)  # 32 held out: fewer than the 76 needed
+    result = CliRunner().invoke(main, [str(model_path), str(tmp_path / "out.onnx"), "--calib", str(calib_path),
+                                       "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["guard"]["samples_needed"] == 76 and report["guard"]["eps_l2"] == 0.2
+    assert [t["eps_l2"] for t in report["guard"]["trials"]] == [0.8, 0.2]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("onnxprune: warning:")]
+    assert len(warnings) == 1 and "only 32 held-out samples" in warnings[0] and "unchecked" in warnings[0]
 
 
 def test_cli_explicit_strength_warns_beyond_the_bound(tmp_path):

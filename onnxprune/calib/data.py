@@ -207,7 +207,7 @@ class CalibrationSets(NamedTuple):
 
 
 # Held-out samples carved out of the statistics' samples are at most this fraction of them.
-HELD_OUT_SHARE = 8
+HELD_OUT_SHARE = 4
 # Held-out samples carved out are at least this many, from twice as many samples on: fewer say
 # too little, and without any the default strength would go unchecked. With 16 a single changed
 # decision is over 6 %, so the default search keeps to models that change none of them: safe, if
@@ -225,7 +225,7 @@ def loaded_samples(max_samples: int | None, holdout: int) -> int | None:
 def held_out_count(loaded: int, max_samples: int | None, holdout: int) -> int:
     """How many of ``loaded`` samples to hold out: ``holdout`` when the data has that many beyond
     ``max_samples`` (the statistics then use ``max_samples``, as without a hold-out); otherwise the
-    samples beyond it, or 1/8 of all, whichever is more (at most ``holdout``), but at least
+    samples beyond it, or 1/4 of all, whichever is more (at most ``holdout``), but at least
     :data:`MIN_HELD_OUT` when there are twice that many samples (none below that, or when
     ``holdout`` is smaller)."""
     beyond = loaded - max_samples if max_samples is not None else 0

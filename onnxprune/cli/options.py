@@ -62,7 +62,7 @@ CALIBRATION = [
     click.option("--holdout", type=click.IntRange(min=0), default=DEFAULTS.holdout, show_default=True, metavar="N",
                  help="Calibration samples held out from the statistics to measure the pruned model's fidelity "
                       "(top-1 agreement and relative error against the original; no labels needed): taken from "
-                      "beyond --samples when the data has them, else from them (1/8, at least 16 from 32 samples on). 0: none."),
+                      "beyond --samples when the data has them, else from them (1/4, at least 16 from 32 samples on). 0: none."),
 ]
 SELECTION = [
     click.option("--eps-entropy", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.eps_entropy,

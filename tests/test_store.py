@@ -170,8 +170,9 @@ CHILD = """
 import json, sys, numpy as np, onnx, onnxprune
 model = onnx.load(sys.argv[1])
 x = np.random.default_rng(0).standard_normal((int(sys.argv[2]), 3, 48, 48)).astype(np.float32)
+# holdout=0: the statistics' activations are what is measured (the fidelity pass runs in batches of its own)
 _, report = onnxprune.prune(model, x, activation_memory_mb=float(sys.argv[3]), rows_per_layer=512, max_iter=3,
-                            batch_size=32, max_samples=None)
+                            batch_size=32, max_samples=None, holdout=0)
 print(json.dumps({"peak": report.peak_memory_mb, "written": report.activations["written_mb"]}))
 """
 SMALL, LARGE = 64, 256

@@ -56,11 +56,14 @@ class ChannelGather(OpRule):
         return Coupling([None] * len(node.outputs), fresh={0: int(indices.size)}, freeze=freeze)
 
     def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        keep_out, keep_in = edit.keep(node.outputs[0]), edit.keep(node.inputs[0])
+        if keep_out is None and keep_in is None:
+            return  # neither side of this Gather lost a channel
         indices = np.asarray(node.inputs[1].values)
-        if (keep_out := edit.keep(node.outputs[0])) is not None:
+        if keep_out is not None:
             indices = indices[keep_out]
-        if (keep_in := edit.keep(node.inputs[0])) is not None:
-            # Only channels no index takes leave the input (readers.remove_unread_channels).
+        if keep_in is not None:
+            # Only channels no index takes leave the input (readers.unread_classes).
             indices = indices % keep_in.size
             if not keep_in[indices].all():
                 raise ValueError(f"Gather '{node.name}': a channel it takes was removed from its input")

@@ -329,3 +329,65 @@ def test_shapes_that_inference_cannot_follow_are_read_from_one_run():
     assert node_macs(conv2, shapes) == 12 * 8 * 9 * 4 * 8
     _, report = _prune(model, _calib(16), eps_l2=2.0)
     assert report.macs_before == 8 * 3 * 9 * 64 + 12 * 8 * 9 * 32 + 12 * 10
+
+
+def _resize_by_sizes_model(kind: str):
+    """conv1 (3->8) -> Resize x2 by sizes -> conv2 (8->12) -> gap -> Reshape -> fc, batch 1.
+    kind: "all" (constant sizes of every axis, opset 17), "axes" (sizes of H, W only: opset 18's
+    ``axes``), "computed" (sizes from Shape)."""
+    b = _Builder(0)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
+    if kind == "computed":
+        hw = b.node("Slice", "hw", [b.node("Shape", "shape", [INPUT]), b.const("from", np.array([2])),
+                                    b.const("to", np.array([4]))])
+        hw = b.node("Mul", "double", [hw, b.const("twice", np.array([2, 2], dtype=np.int64))])
+        sizes = b.node("Concat", "sizes", [b.const("nc", np.array([1, 8], dtype=np.int64)), hw], axis=0)
+        x = b.node("Resize", "resize", [x, "", "", sizes], mode="nearest")
+    elif kind == "axes":
+        x = b.node("Resize", "resize", [x, "", "", b.const("sizes", np.array([16, 16], dtype=np.int64))],
+                   mode="nearest", axes=[2, 3])
+    else:
+        x = b.node("Resize", "resize", [x, "", "", b.const("sizes", np.array([1, 8, 16, 16], dtype=np.int64))],
+                   mode="nearest")
+    x = b.node("Relu", "relu2", [b.conv("conv2", x, 8, 12, bias=True)])
+    x = b.node("Reshape", "reshape", [b.node("GlobalAveragePool", "gap", [x]),
+                                      b.const("head_shape", np.array([1, 12], dtype=np.int64))])
+    b.gemm("fc", x, 12, 10, output=OUTPUT)
+    hw = ["h", "w"] if kind == "computed" else [8, 8]  # a symbolic size keeps Shape from folding to a constant
+    graph = helper.make_graph(b.nodes, "resize", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, 3, *hw])],
+                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 10])],
+                              initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18 if kind == "axes" else 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["all", "axes"])
+def test_resize_by_sizes_passes_channels_and_its_sizes_follow_a_removal(kind):
+    from onnxprune.graph.io import export
+    from onnxprune.pruning.rewrite import remove_classes
+    from test_branches import _analysed
+    model, graph, channels = _analysed(_resize_by_sizes_model(kind))
+    unit = next(u for u in channels.units() if [layer.name for layer in u.consumers] == ["conv2"])
+    chosen = unit.classes[[1, 4, 6]]
+    conv2 = next(layer for layer in channels.layers if layer.name == "conv2")
+    weight = np.array(conv2.weight_tensor.values)
+    weight[:, [1, 4, 6]] = 0.0  # conv2 reads nothing from those channels: removing them changes nothing
+    conv2.weight_tensor.values = weight
+    reference = export(graph, model)
+    remove_classes(channels, graph, chosen)
+    pruned = export(graph, model)
+    onnx.checker.check_model(pruned, full_check=True)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(pruned, x), run(reference, x), rtol=1e-4, atol=1e-5)
+    sizes = next(node for node in graph.nodes if node.op == "Resize").inputs[3].values
+    assert list(sizes) == ([1, 5, 16, 16] if kind == "all" else [16, 16])
+
+
+def test_resize_by_computed_sizes_is_frozen_with_its_reason():
+    from test_branches import _analysed
+    _, graph, channels = _analysed(_resize_by_sizes_model("computed"))
+    resize = next(node for node in graph.nodes if node.op == "Resize")
+    reasons = {channels.frozen.get(int(c)) for c in channels.classes(resize.inputs[0].name)}
+    assert reasons == {"Resize 'resize': Resize by computed sizes (their channel entry is not known to follow a removal)"}

@@ -106,18 +106,38 @@ class Pad(OpRule):
 
 
 class Resize(OpRule):
-    """Resize/Upsample by scales (1 on the channel axis) passes channels through; by sizes it names
-    the channel count and is frozen."""
+    """Resize/Upsample by scales (1 on the channel axis) passes channels through. By sizes: sizes
+    for the spatial axes only (opset 18's ``axes``) pass them through too; constant sizes of every
+    axis name the channel count, which follows a removal (``Coupling.entry`` 1); computed sizes are
+    frozen (nothing says their channel entry follows)."""
 
     def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
         if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3].name:
-            return "Resize by explicit sizes (they would name the channel count)"
+            rank = rank_of(node.inputs[0], shapes)
+            axes = node.attrs.get("axes")
+            if axes is not None and rank is not None:
+                if any(int(a) % rank < 2 for a in axes):
+                    return "Resize by sizes of the batch or channel axis"
+                return Coupling([maps[0]])
+            sizes = constant_values(node.inputs[3])
+            if sizes is None:
+                return "Resize by computed sizes (their channel entry is not known to follow a removal)"
+            if sizes.ndim != 1 or sizes.size < 2 or int(sizes[1]) != maps[0].size:
+                return f"Resize by sizes {sizes.tolist()} that change the channel count ({maps[0].size})"
+            return Coupling([maps[0]], entry=1)
         scale_input = 2 if node.op == "Resize" else 1
         scales = (node.attrs.get("scales") if len(node.inputs) <= scale_input
                   else constant_values(node.inputs[scale_input]))
         if scales is None or np.asarray(scales).size < 2 or float(np.asarray(scales).reshape(-1)[1]) != 1.0:
             return "scales are not constant, or scale the channel axis"
         return Coupling([maps[0]])
+
+    def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
+        keep_in = edit.keep(node.inputs[0])
+        if keep_in is not None and coupling.entry == 1:  # constant sizes name the channel count
+            sizes = np.array(np.asarray(node.inputs[3].values))
+            sizes[1] = int(keep_in.sum())
+            set_constant_input(node, 3, sizes)
 
 
 class Squeeze(OpRule):

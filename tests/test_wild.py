@@ -391,3 +391,58 @@ def test_resize_by_computed_sizes_is_frozen_with_its_reason():
     resize = next(node for node in graph.nodes if node.op == "Resize")
     reasons = {channels.frozen.get(int(c)) for c in channels.classes(resize.inputs[0].name)}
     assert reasons == {"Resize 'resize': Resize by computed sizes (their channel entry is not known to follow a removal)"}
+
+
+def _view_flatten_model(keep_channels: bool = False):
+    """conv1 (3->8) -> Relu -> Reshape by a target computed from Shape -> fc. By default the target is
+    (x.size(0), -1): PyTorch's ``x.view(x.size(0), -1)`` with a dynamic batch (Shape -> Gather ->
+    Unsqueeze -> Concat). With ``keep_channels`` it is (x.size(0), x.size(1), -1), then a mean over
+    the last axis: the Shape's channel entry is read."""
+    b = _Builder(0)
+    x = b.node("Relu", "relu1", [b.conv("conv1", INPUT, 3, 8, bias=True)])
+    shape = b.node("Shape", "shape", [x])
+    if keep_channels:
+        sizes = b.node("Gather", "size", [shape, b.const("entries", np.array([0, 1], dtype=np.int64))])
+    else:
+        b.initializers.append(numpy_helper.from_array(np.array(0, dtype=np.int64), "entry"))  # a scalar index
+        sizes = b.node("Unsqueeze", "unsqueeze", [b.node("Gather", "size", [shape, "entry"]), b.const("zero", np.array([0]))])
+    target = b.node("Concat", "target", [sizes, b.const("rest", np.array([-1], dtype=np.int64))], axis=0)
+    x = b.node("Reshape", "view", [x, target])
+    if keep_channels:
+        x = b.node("ReduceMean", "mean", [x], axes=[2], keepdims=0)
+    b.gemm("fc", x, 8 if keep_channels else 8 * 16, 10, output=OUTPUT)
+    graph = helper.make_graph(b.nodes, "view", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["n", 3, 4, 4])],
+                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["n", 10])],
+                              initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_view_by_the_batch_size_leaves_the_channels_prunable():
+    from onnxprune.graph.io import export
+    from onnxprune.pruning.rewrite import remove_classes
+    from test_branches import _analysed
+    model, graph, channels = _analysed(_view_flatten_model())
+    unit = next(u for u in channels.units() if [layer.name for layer in u.consumers] == ["fc"])
+    assert len(unit.classes) == 8  # conv1's channels: the Shape reads only the batch entry
+    fc = next(layer for layer in channels.layers if layer.name == "fc")
+    weight = np.array(fc.weight_tensor.values)  # (10, 8*16): channel c is features c*16 .. c*16+15
+    for c in (2, 5):
+        weight[:, c * 16:(c + 1) * 16] = 0.0
+    fc.weight_tensor.values = weight
+    reference = export(graph, model)
+    remove_classes(channels, graph, unit.classes[[2, 5]])
+    pruned = export(graph, model)
+    onnx.checker.check_model(pruned, full_check=True)
+    x = np.random.default_rng(1).standard_normal((3, 3, 4, 4)).astype(np.float32)  # any batch size
+    np.testing.assert_allclose(run(pruned, x), run(reference, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_shape_whose_channel_entry_is_read_freezes_the_channels():
+    from test_branches import _analysed
+    _, graph, channels = _analysed(_view_flatten_model(keep_channels=True))
+    shape = next(node for node in graph.nodes if node.op == "Shape")
+    reasons = {channels.frozen.get(int(c)) for c in channels.classes(shape.inputs[0].name)}
+    assert reasons == {"Shape 'shape': the channel count it gives is read by Gather 'size'"}

@@ -16,7 +16,7 @@ from onnxprune.ops.channelwise import (ACTIVATIONS, POOLS, AcrossChannels, Batch
                                       InstanceNormalization, PRelu, Softmax)
 from onnxprune.ops.elementwise import ELEMENTWISE, Elementwise
 from onnxprune.ops.gather import ChannelGather
-from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, Slice, Split,
+from onnxprune.ops.layout import (Concat, FlatteningReshape, Flatten, Pad, ReduceSpatial, Resize, ShapeOf, Slice, Split,
                                   Squeeze, Transpose)
 from onnxprune.ops.linear import LINEAR, ConvGeometry, ConvTranspose, Layer, Linear, as_layer
 
@@ -46,6 +46,7 @@ RULES: dict[str, OpRule] = {
     "Transpose": Transpose(),
     "Flatten": Flatten(),
     "Reshape": FlatteningReshape(),
+    "Shape": ShapeOf(),  # sizes, not channels: frozen only when the channel count is read
 }
 
 

@@ -217,3 +217,41 @@ class FlatteningReshape(Flatten):
         # (N, C*H*W) with C reduced: keep the batch dim, let the rest follow.
         set_constant_input(node, 1, np.array([0, -1], dtype=np.int64))
         node.attrs.pop("allowzero", None)  # 0 must mean "copy the batch dim"
+
+
+class ShapeOf(OpRule):
+    """Shape(x) is a tensor of sizes, not of channels. x's channels may still go when nothing reads
+    the channel entry of those sizes: ``x.view(x.size(0), -1)`` exports as Shape -> Gather(0) ->
+    Concat -> Reshape, which reads the batch entry only (the flattening Reshape is then rewritten
+    to (0, -1)). A reader of the channel entry, or one this rule cannot see through, freezes them."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        rank = rank_of(node.inputs[0], shapes)
+        if rank is None:
+            return "input rank unknown"
+        entries = list(range(rank))[slice(node.attrs.get("start", 0), node.attrs.get("end", rank))]  # opset 15
+        if 1 in entries:
+            channel = entries.index(1)
+            for reader in node.outputs[0].outputs:
+                read = _shape_entries_read(reader, len(entries))
+                if read is None or channel in read:
+                    return f"the channel count it gives is read by {reader.op} '{reader.name}'"
+        return Coupling([None] * len(node.outputs))
+
+
+def _shape_entries_read(reader: gs.Node, n: int) -> set[int] | None:
+    """The entries of an n-vector of sizes that a Gather or a unit-step Slice with constant
+    arguments reads (None: another op, or arguments that are not constant)."""
+    if reader.op == "Gather" and reader.attrs.get("axis", 0) == 0:
+        indices = constant_values(reader.inputs[1])
+        return None if indices is None else {int(i) % n for i in np.asarray(indices).reshape(-1)}
+    if reader.op == "Slice" and len(reader.inputs) >= 3:
+        values = [constant_values(t) if t.name else None for t in reader.inputs[1:5]]
+        if any(v is None for v in values[:2]) or any(v is None for v, t in zip(values[2:], reader.inputs[3:5])):
+            return None
+        axes = values[2] if len(values) > 2 and values[2] is not None else np.zeros(1, dtype=np.int64)
+        steps = values[3] if len(values) > 3 and values[3] is not None else np.ones(1, dtype=np.int64)
+        if axes.size != 1 or int(axes[0]) != 0 or int(steps[0]) != 1:
+            return None
+        return set(range(n)[slice(int(values[0][0]), int(values[1][0]))])
+    return None

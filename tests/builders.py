@@ -66,10 +66,15 @@ class _Builder:
                          output, transB=1)
 
     def model(self, name: str, in_shape: Sequence[int], n_out: int) -> onnx.ModelProto:
-        x = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *in_shape])
-        y = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", n_out])
+        return self.model_io(name, ["batch", *in_shape], ["batch", n_out])
+
+    def model_io(self, name: str, input_shape: Sequence, output_shape: Sequence, *, output: str = OUTPUT,
+                 opset: int = OPSET) -> onnx.ModelProto:
+        """The checked model of the nodes so far, with the full shapes of its input and output."""
+        x = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, list(input_shape))
+        y = helper.make_tensor_value_info(output, TensorProto.FLOAT, list(output_shape))
         graph = helper.make_graph(self.nodes, name, [x], [y], initializer=self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                   producer_name="onnxprune-tests")
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)

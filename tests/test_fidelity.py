@@ -172,8 +172,6 @@ def test_map_agreement_is_none_without_score_slices_and_one_for_the_same_maps():
 def _detector(seed: int = 0):
     """Convs, then a box head (4 rows, pixels) and a class-score head (3 rows, Sigmoid) concatenated
     as (N, 7, anchors), YOLOv8's layout."""
-    import onnx
-    from onnx import TensorProto, helper
     from topologies import Net
     net = Net(seed)
     x = net.conv_bn(INPUT, 3, 8)
@@ -183,14 +181,7 @@ def _detector(seed: int = 0):
     scores = net.node("Sigmoid", "score_act", [net.conv("score_head", x, 12, 3, k=1, pad=0, bias=True)])
     both = net.node("Concat", "heads", [boxes, scores], axis=1)
     net.node("Reshape", "flatten_anchors", [both, net.const("anchors", np.array([0, 7, -1]))], output="detections")
-    graph = helper.make_graph(net.nodes, "detector", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT,
-                                                                                    ["batch", 3, 16, 16])],
-                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["batch", 7, 256])],
-                              initializer=net.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return net.model_io("detector", ["batch", 3, 16, 16], ["batch", 7, 256], output="detections")
 
 
 def test_a_detector_prune_reports_and_is_bounded_by_its_score_map_agreement():

@@ -354,13 +354,7 @@ def _resize_by_sizes_model(kind: str):
                                       b.const("head_shape", np.array([1, 12], dtype=np.int64))])
     b.gemm("fc", x, 12, 10, output=OUTPUT)
     hw = ["h", "w"] if kind == "computed" else [8, 8]  # a symbolic size keeps Shape from folding to a constant
-    graph = helper.make_graph(b.nodes, "resize", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, 3, *hw])],
-                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 10])],
-                              initializer=b.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18 if kind == "axes" else 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return b.model_io("resize", [1, 3, *hw], [1, 10], opset=18 if kind == "axes" else 17)
 
 
 @pytest.mark.parametrize("kind", ["all", "axes"])
@@ -411,13 +405,7 @@ def _view_flatten_model(keep_channels: bool = False):
     if keep_channels:
         x = b.node("ReduceMean", "mean", [x], axes=[2], keepdims=0)
     b.gemm("fc", x, 8 if keep_channels else 8 * 16, 10, output=OUTPUT)
-    graph = helper.make_graph(b.nodes, "view", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["n", 3, 4, 4])],
-                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["n", 10])],
-                              initializer=b.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return b.model_io("view", ["n", 3, 4, 4], ["n", 10], opset=13)
 
 
 def test_a_view_by_the_batch_size_leaves_the_channels_prunable():

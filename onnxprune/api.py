@@ -85,7 +85,8 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
     default when neither --eps-l2 nor a budget is given. Without held-out samples (``holdout`` 0,
     or fewer than 32 calibration samples) nothing can be checked: it prunes once at ``config.eps_l2``
     and ``report.guard`` is None. With too few of them to bound a classifier's disagreement it
-    prunes once more at a cautious quarter of it (``report.guard.samples_needed`` says how many would do). Other arguments as for :func:`prune`.
+    prunes once more at a cautious quarter of it (``report.guard.samples_needed`` says how many
+    would do). Other arguments as for :func:`prune`.
     """
     started = time.perf_counter()
     config = _config(config, overrides, metric=None)

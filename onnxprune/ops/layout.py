@@ -62,13 +62,10 @@ class Slice(OpRule):
 
     def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
         rank = rank_of(node.inputs[0], shapes)
-        values = [constant_values(t) if i < len(node.inputs) and node.inputs[i].name else None
-                  for i, t in zip(range(1, 5), node.inputs[1:5])] if len(node.inputs) > 1 else []
-        if len(node.inputs) < 3 or rank is None or any(v is None for v in values):
+        arguments = slice_arguments(node)
+        if arguments is None or rank is None:
             return "Slice without constant starts/ends (or an opset < 10 Slice)"
-        starts, ends = values[0], values[1]
-        axes = values[2] if len(values) > 2 else np.arange(len(starts))
-        steps = values[3] if len(values) > 3 else np.ones(len(starts), dtype=np.int64)
+        starts, ends, axes, steps = arguments
         on_channels = [i for i, a in enumerate(axes) if int(a) % rank == 1]
         if not on_channels:
             return Coupling([maps[0]], entry=-1)
@@ -89,6 +86,18 @@ class Slice(OpRule):
         ends[i] = starts[i] + int(keep_in[begin:end].sum())
         set_constant_input(node, 1, starts)
         set_constant_input(node, 2, ends)
+
+
+def slice_arguments(node: gs.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """An opset >= 10 Slice's starts, ends, axes and steps (the last two defaulted when absent), or
+    None when one that is given is not a constant."""
+    values = [constant_values(t) if t.name else None for t in node.inputs[1:5]]
+    if len(node.inputs) < 3 or any(v is None for v in values):
+        return None
+    starts, ends = values[0], values[1]
+    axes = values[2] if len(values) > 2 else np.arange(len(starts))
+    steps = values[3] if len(values) > 3 else np.ones(len(starts), dtype=np.int64)
+    return starts, ends, axes, steps
 
 
 class Pad(OpRule):
@@ -245,13 +254,9 @@ def _shape_entries_read(reader: gs.Node, n: int) -> set[int] | None:
     if reader.op == "Gather" and reader.attrs.get("axis", 0) == 0:
         indices = constant_values(reader.inputs[1])
         return None if indices is None else {int(i) % n for i in np.asarray(indices).reshape(-1)}
-    if reader.op == "Slice" and len(reader.inputs) >= 3:
-        values = [constant_values(t) if t.name else None for t in reader.inputs[1:5]]
-        if any(v is None for v in values[:2]) or any(v is None for v, t in zip(values[2:], reader.inputs[3:5])):
-            return None
-        axes = values[2] if len(values) > 2 and values[2] is not None else np.zeros(1, dtype=np.int64)
-        steps = values[3] if len(values) > 3 and values[3] is not None else np.ones(1, dtype=np.int64)
+    if reader.op == "Slice" and (arguments := slice_arguments(reader)) is not None:
+        starts, ends, axes, steps = arguments
         if axes.size != 1 or int(axes[0]) != 0 or int(steps[0]) != 1:
             return None
-        return set(range(n)[slice(int(values[0][0]), int(values[1][0]))])
+        return set(range(n)[slice(int(starts[0]), int(ends[0]))])
     return None

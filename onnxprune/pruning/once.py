@@ -20,9 +20,7 @@ from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.measure.verify import verify_model
 from onnxprune.ops import Layer, node_macs
 from onnxprune.pruning.allocation import unit_eps_l2
-from onnxprune.pruning.readers import (insert_selections, readers_of_shared_channels, remove_full_selections,
-                                      unread_classes)
-from onnxprune.pruning.rewrite import remove_classes
+from onnxprune.pruning.readers import give_readers_own_channels, settle_selections
 from onnxprune.pruning.walk import Pruner, UnitEps
 from onnxprune.report import KEPT_BY_GROUPS, KEPT_BY_SELECTION, LayerReport, Report
 
@@ -39,10 +37,7 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     channels = analyse_channels(pruned, shapes, config.exclude)
     selections = []
     if config.reader_channels == "own":
-        readers = readers_of_shared_channels(channels)
-        insert_selections(original, shapes, readers)
-        selections = insert_selections(pruned, shapes, readers)
-        channels = analyse_channels(pruned, shapes, config.exclude)
+        channels, selections = give_readers_own_channels(original, pruned, channels, shapes, config.exclude)
     if not channels.layers:
         raise ModelError("the model has no Conv, Gemm or MatMul layer with constant weights to prune")
     before = {
@@ -63,12 +58,7 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
 
     export_start = time.perf_counter()
     if selections:
-        unread = unread_classes(channels, pruned)
-        if unread.size:
-            remove_classes(channels, pruned, unread)
-        left = remove_full_selections(pruned, selections, channels)
-        say(f"{left} of {len(selections)} readers of shared channels take a subset through a Gather; "
-            f"{unread.size} shared channels that no reader took removed")
+        say(settle_selections(pruned, channels, selections))
     result = export(pruned, model)
     verify_start = time.perf_counter()
     verify_model(result, model, {k: v[: min(8, len(v))] for k, v in feeds.items()})

@@ -15,10 +15,32 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph.channels import ChannelGraph
+from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.ops.gather import PICKED
+from onnxprune.pruning.rewrite import remove_classes
 
 SELECTION_SUFFIX = "_onnxprune_own_channels"
+
+
+def give_readers_own_channels(original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,
+                              shapes: dict[str, tuple], exclude: frozenset[str]) -> tuple[ChannelGraph, list[str]]:
+    """The same selections in front of the same readers of both graphs; the pruned graph's channels
+    analysed again, and the Gathers' names."""
+    readers = readers_of_shared_channels(channels)
+    insert_selections(original, shapes, readers)
+    selections = insert_selections(pruned, shapes, readers)
+    return analyse_channels(pruned, shapes, exclude), selections
+
+
+def settle_selections(pruned: gs.Graph, channels: ChannelGraph, selections: list[str]) -> str:
+    """After the walk: the shared channels no reader took leave their writers, the Gathers that take
+    everything go; what was done, in one line."""
+    unread = unread_classes(channels, pruned)
+    if unread.size:
+        remove_classes(channels, pruned, unread)
+    left = remove_full_selections(pruned, selections, channels)
+    return (f"{left} of {len(selections)} readers of shared channels take a subset through a Gather; "
+            f"{unread.size} shared channels that no reader took removed")
 
 
 def readers_of_shared_channels(channels: ChannelGraph) -> list[str]:

@@ -97,10 +97,11 @@ class FidelityBound:
 
     def resolvable(self, samples: int) -> bool:
         """Whether that many held-out samples can show a classifier within the disagreement bound."""
-        return disagreement_limit(0, samples) <= RESOLUTION * self.max_disagreement
+        return samples >= self.samples_needed()
 
     def samples_needed(self) -> int:
-        """The fewest held-out samples that are :meth:`resolvable`."""
+        """The fewest held-out samples whose limit with none changed, 1 - (1 - CONFIDENCE)^(1/n),
+        is within RESOLUTION times the bound."""
         return math.ceil(math.log(1 - CONFIDENCE) / math.log(1 - RESOLUTION * self.max_disagreement))
 
     def describe(self, fidelity: Fidelity) -> str:

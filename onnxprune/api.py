@@ -29,6 +29,7 @@ from onnxprune.graph.shapes import tensor_shapes  # noqa: F401  (the tests' and 
 from onnxprune.measure.fidelity import FidelityMeter, measure_fidelity
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.pruning.once import prune_once
+from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.report import Report
 from onnxprune.search.budget import History, SearchOptions, budget_from, find_budget
 from onnxprune.search.guard import FidelityBound, find_guarded
@@ -96,7 +97,7 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
         pruned, report = prune_once(model, sets.fit, config, say, started)
         return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
     meter = FidelityMeter(model, sets.held, batch_size=config.batch_size)
-    pruned, report = find_guarded(bound or FidelityBound(), config, sets.fit, partial(prune_once, model),
+    pruned, report = find_guarded(bound or FidelityBound(), config, sets.fit, partial(prune_once, model, memo=TrialMemo()),
                                   meter, say)
     return PruneResult(pruned, replace(report, seconds=round(time.perf_counter() - started, 3),
                                        peak_memory_mb=peak_memory_mb()))
@@ -123,7 +124,7 @@ def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig 
         raise ConfigError("prune_to_budget needs target_sparsity or target_macs (prune() takes a fixed eps_l2)")
     config = _config(config, overrides, metric=budget.metric)
     model, sets = _inputs(model, calib, config, preprocessing)
-    pruned, report = find_budget(budget, config, sets.fit, partial(prune_once, model),
+    pruned, report = find_budget(budget, config, sets.fit, partial(prune_once, model, memo=TrialMemo()),
                                  progress or (lambda line: None), history=history)
     return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
 

@@ -43,6 +43,9 @@ class PruneConfig:
     exclude : node names whose input and output channels are never pruned.
     min_keep : every layer keeps at least this fraction of its output channels (0 = no floor):
         when the selection keeps fewer, the channels with the largest scores are kept as well.
+    round_channels : every pruned layer keeps a multiple of this many output channels (or all of
+        them), rounding the selection up by the channels with the largest scores; 1 = as selected.
+        Inference kernels run fastest on widths that fill their vector lanes (often 8 or 16).
     layer_eps : node name -> factor on the eps_l2 of the channels that node produces (and every
         channel tied to them): below 1 prunes them less, above 1 more.
     pricing : what a unit's eps_l2 is priced by (see param_weighting): "params", or "macs" to move
@@ -76,6 +79,7 @@ class PruneConfig:
     refit_prior: bool = True
     exclude: frozenset[str] = field(default_factory=frozenset)
     min_keep: float = 0.0
+    round_channels: int = 1
     layer_eps: Mapping[str, float] = field(default_factory=dict)
     pricing: str | None = None
     selector: str = "ges"
@@ -110,6 +114,8 @@ class PruneConfig:
             raise ConfigError(f"max_samples must be >= 1, got {self.max_samples}")
         if not 0 <= self.min_keep <= 1:
             raise ConfigError(f"min_keep must be a fraction in [0, 1], got {self.min_keep}")
+        if not (isinstance(self.round_channels, int) and self.round_channels >= 1):
+            raise ConfigError(f"round_channels must be an integer >= 1, got {self.round_channels!r}")
         for name, factor in self.layer_eps.items():
             if not factor >= 0:
                 raise ConfigError(f"layer_eps['{name}'] must be >= 0, got {factor}")

@@ -22,7 +22,7 @@ from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, to_graph
 from onnxprune.api import tensor_shapes
 from onnxprune.report import Report
-from topologies import build
+from topologies import build, resnet50_like
 
 FEEDS = {"input": np.zeros((64, 1), dtype=np.float32)}
 
@@ -183,6 +183,29 @@ def test_min_keep_is_a_floor_for_every_layer():
     assert any(layer.channels_after < layer.channels_before / 2 for layer in loose.layers)
     for layer in floored.layers:
         assert layer.channels_after >= math.ceil(layer.channels_before / 2), layer.name
+
+
+@pytest.mark.parametrize("model", [chain(), resnet50_like()], ids=["chain", "residual"])
+def test_round_channels_keeps_a_multiple_of_it_in_every_layer(model):
+    x = random_inputs(model, 24)
+    _, loose = prune(model, x, eps_l2=3)
+    _, rounded = prune(model, x, eps_l2=3, round_channels=4)
+    assert any(layer.channels_after % 4 and layer.channels_after < layer.channels_before for layer in loose.layers)
+    loose_after = {layer.name: layer.channels_after for layer in loose.layers}
+    for layer in rounded.layers:
+        assert layer.channels_after % 4 == 0 or layer.channels_after == layer.channels_before, layer.name
+    # Rounded up from the selection: the first unit (decided on the same statistics) keeps at least as many.
+    first = rounded.layers[0]
+    assert first.channels_after >= loose_after[first.name]
+
+
+def test_round_channels_must_be_a_positive_integer(tmp_path):
+    with pytest.raises(ConfigError, match="round_channels"):
+        PruneConfig(round_channels=0)
+    model, calib = save_inputs(tmp_path)
+    result = CliRunner().invoke(main, [str(model), str(tmp_path / "out.onnx"), "--calib", str(calib),
+                                       "--round-channels", "0"])
+    assert result.exit_code == 2 and "--round-channels" in result.output
 
 
 def test_layer_eps_changes_that_unit_only():

@@ -48,3 +48,24 @@ def test_other_seed_other_model(tmp_path):
         written.append(out.read_bytes())
     assert written[0] == written[2]
     assert written[0] != written[1]
+
+
+def test_search_trials_reuse_the_lookahead_without_changing_the_model(monkeypatch):
+    """The guard's trials share one look-ahead pass, and the model a trial gives is the one a fresh
+    prune at that strength gives."""
+    import onnxprune.pruning.walk as walk
+    from builders import random_inputs
+    from onnxprune import PruneConfig, prune, prune_safely
+
+    model = resnet50_like()
+    x = random_inputs(model, 112, seed=3)  # 80 held out: enough to search, not the cautious single prune
+    passes = []
+    gather = walk.original_statistics
+    monkeypatch.setattr(walk, "original_statistics", lambda *a, **k: passes.append(1) or gather(*a, **k))
+    config = PruneConfig(max_samples=32, holdout=80, seed=5)
+    guarded = prune_safely(model, x, config)
+    trials = guarded.report.guard.trials
+    assert len(trials) >= 2 and len(passes) == 1
+    fresh = prune(model, x, config, eps_l2=guarded.report.guard.eps_l2)
+    assert len(passes) == 2
+    assert fresh.model.SerializeToString() == guarded.model.SerializeToString()

@@ -82,6 +82,11 @@ SELECTION = [
                  metavar="F",
                  help="Every layer keeps at least this fraction of its output channels (those with the largest "
                       "GES weights), whatever --eps-l2 or the budget says."),
+    click.option("--round-channels", type=click.IntRange(min=1), default=DEFAULTS.round_channels, show_default=True,
+                 metavar="N",
+                 help="Every pruned layer keeps a multiple of N output channels (or all of them), rounding the "
+                      "selection up by the channels with the largest GES weights: inference kernels run fastest "
+                      "on widths that fill their vector lanes (try 8 or 16). 1: as selected."),
     click.option("--layer-eps", multiple=True, metavar="NODE=F",
                  help="Multiply the --eps-l2 of the channels NODE produces (and of every channel tied to them) by "
                       "F: below 1 prunes them less, above 1 more (repeatable)."),
@@ -139,6 +144,7 @@ def config(options: dict) -> PruneConfig:
                        param_weighting=options["param_weighting"], max_iter=options["max_iter"],
                        exclude=frozenset(options["exclude"]), seed=options["seed"],
                        activation_memory_mb=options["activation_memory"], min_keep=options["min_keep"],
+                       round_channels=options["round_channels"],
                        holdout=options["holdout"],
                        layer_eps=layer_eps(options["layer_eps"]), pricing=options["pricing"],
                        reader_channels=options["reader_channels"])

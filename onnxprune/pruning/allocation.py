@@ -38,10 +38,11 @@ def unit_eps_l2(channels: ChannelGraph, units: list[Unit], config: PruneConfig) 
 
 
 def keep_at_least(keep: np.ndarray, weights: np.ndarray, unit: Unit, channels: ChannelGraph,
-                  min_keep: float) -> np.ndarray:
+                  min_keep: float, multiple: int = 1) -> np.ndarray:
     """``keep`` (over the unit's local channels) widened so that every layer whose output channels
-    are in the unit keeps at least ``min_keep`` of them: the ones with the largest GES weights."""
-    if min_keep <= 0:
+    are in the unit keeps at least ``min_keep`` of them, and a multiple of ``multiple`` of them (or
+    all): the added ones are those with the largest GES weights."""
+    if min_keep <= 0 and multiple <= 1:
         return keep
     keep = keep.copy()
     index = unit.local_index
@@ -50,9 +51,15 @@ def keep_at_least(keep: np.ndarray, weights: np.ndarray, unit: Unit, channels: C
         if classes is None or not np.isin(classes, unit.classes).any():
             continue
         local = np.array([index[int(c)] for c in np.unique(classes) if int(c) in index])
-        need = math.ceil(min_keep * local.size - 1e-9)  # 0.5 of 3 channels is 2: "at least"
-        if np.count_nonzero(keep[local]) < need:
-            keep[local[np.argsort(-weights[local], kind="stable")[:need]]] = True
+        kept = max(math.ceil(min_keep * local.size - 1e-9),  # 0.5 of 3 channels is 2: "at least"
+                   int(np.count_nonzero(keep[local])))
+        # Rounded on the layer's whole width: its channels outside this unit are decided elsewhere.
+        outside = int(np.unique(classes).size) - local.size
+        kept = min(-(-(outside + kept) // multiple) * multiple, outside + local.size) - outside
+        missing = kept - int(np.count_nonzero(keep[local]))
+        if missing > 0:
+            dropped = local[~keep[local]]
+            keep[dropped[np.argsort(-weights[dropped], kind="stable")[:missing]]] = True
     return keep
 
 

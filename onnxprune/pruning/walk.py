@@ -30,6 +30,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.pruning.allocation import keep_at_least, unit_eps_l2  # ε_L2 pricing, per-layer floors
 from onnxprune.graph.channels import ChannelGraph, Unit
 from onnxprune.ops import RULES, Layer, output_gain
+from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
 from onnxprune.solve.problem import LayerProblem, NormalisedProblem, normalise
@@ -56,7 +57,11 @@ class Pruner:
         # Channel classes GES dropped but the graph's constraints kept (equal counts per group).
         self.kept_by_constraint: set[int] = set()
         self.eps_l2 = unit_eps(channels, self.units, config)
-        self.rng = np.random.default_rng(config.seed)
+        # Two random streams, so that the look-ahead can be reused by another trial (TrialMemo)
+        # without changing the pixels the walk draws.
+        walk_seed, lookahead_seed = np.random.SeedSequence(config.seed).spawn(2)
+        self.rng = np.random.default_rng(walk_seed)
+        self.lookahead_rng = np.random.default_rng(lookahead_seed)
         # Both runners share one store, so the memory budget covers both networks' activations;
         # the calibration inputs are shared, not copied.
         self.store = ActivationStore(memory_limit=config.activation_memory_mb * MB, directory=config.activation_dir,
@@ -67,10 +72,11 @@ class Pruner:
         self.timings = {"statistics": 0.0, "solve": 0.0, "refit": 0.0, "rewrite": 0.0}
         self.lookahead: dict[str, list[LayerProblem]] = {}
 
-    def gather_lookahead(self) -> None:
+    def gather_lookahead(self, memo: TrialMemo | None = None) -> None:
         """One streamed pass over the original network: the statistics of every unit's later
-        readers (call it once, before the first step)."""
-        self.lookahead = self._lookahead_statistics()
+        readers (call it once, before the first step); ``memo`` keeps them for the next trial."""
+        self.lookahead = (self._lookahead_statistics() if memo is None
+                          else memo.lookahead(self.feeds, self.config, self._lookahead_statistics))
 
     def close(self) -> None:
         """Remove the activations kept on disk; call it however the walk ends."""
@@ -100,10 +106,11 @@ class Pruner:
         return dict(self.timings, forward=self.forward_seconds, forward_original=self.runner_original.seconds,
                     forward_pruned=self.runner_pruned.seconds, store_io=self.store.io_seconds)
 
-    def _recorder(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None) -> LayerRecorder:
+    def _recorder(self, layer: Layer, channel_of_feature: np.ndarray, n_channels: int, out_rows=None, *,
+                  rng: np.random.Generator | None = None) -> LayerRecorder:
         return LayerRecorder(self.original_layers[layer.name], channel_of_feature, n_channels,
                              n_images=len(next(iter(self.feeds.values()))),
-                             rows_per_layer=self.config.rows_per_layer, rng=self.rng, out_rows=out_rows)
+                             rows_per_layer=self.config.rows_per_layer, rng=rng or self.rng, out_rows=out_rows)
 
     def _unit_features(self, unit: Unit, layer: Layer, maps: dict[str, np.ndarray]) -> np.ndarray:
         """The unit-local channel of each of the layer's input features."""
@@ -116,7 +123,8 @@ class Pruner:
         for unit in self.units:
             n = len(unit.classes) + len(unit.frozen_classes)
             for layer in unit.consumers[1:]:
-                recorder = self._recorder(layer, self._unit_features(unit, layer, self.original_maps), n)
+                recorder = self._recorder(layer, self._unit_features(unit, layer, self.original_maps), n,
+                                          rng=self.lookahead_rng)
                 requests[layer.name] = (layer.node.inputs[0].name, recorder)
         if not requests:
             return {}
@@ -166,7 +174,8 @@ class Pruner:
                                 lambda: [w for layer, groups in zip(unit.consumers, problems)
                                          for w in self._original_weight(layer, [p.n_features for p in groups])])
         scores, chosen, how = choose(candidates, self.config)
-        keep = keep_at_least(chosen, scores, unit, self.channels, self.config.min_keep)
+        keep = keep_at_least(chosen, scores, unit, self.channels, self.config.min_keep,
+                             self.config.round_channels)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay
         return scores, keep, keep & ~chosen, how
 

@@ -26,6 +26,7 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import ConfigError
 from onnxprune.graph.io import check_model, load_model
 from onnxprune.graph.shapes import tensor_shapes  # noqa: F401  (the tests' and tools' historical import)
+from onnxprune.measure.evaluate import latency_removed
 from onnxprune.measure.fidelity import FidelityMeter, measure_fidelity
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.pruning.once import prune_once
@@ -105,27 +106,32 @@ def prune_safely(model: ModelSource, calib: Calibration, config: PruneConfig | N
 
 def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig | None = None, *,
                     target_sparsity: float | None = None, target_macs: float | None = None,
+                    target_speedup: float | None = None,
                     search: SearchOptions | None = None, history: History | None = None,
                     progress: Callable[[str], None] | None = None, preprocessing: Preprocessing | None = None,
                     **overrides) -> PruneResult:
     """Prune to a budget: the fraction of the parameters (``target_sparsity``) or of the MACs
-    (``target_macs``) to remove. eps_l2 is searched for, from ``config.eps_l2`` on, until the pruned
-    model is within ``search.tolerance`` of the target (``Report.search`` lists the trials); a
-    budget that cannot be met raises :class:`onnxprune.BudgetError`, which names the closest
-    fraction reached. A MAC budget prices eps_l2 by MACs (``pricing``) unless told otherwise.
+    (``target_macs``) to remove, or a speed-up (``target_speedup``, 2 = twice as fast: every trial's
+    batch-1 onnxruntime latency measured on this machine against the original's). eps_l2 is
+    searched for, from ``config.eps_l2`` on, until the pruned model is within ``search.tolerance``
+    of the target (``Report.search`` lists the trials); a budget that cannot be met raises
+    :class:`onnxprune.BudgetError`, which names the closest fraction reached. A MAC or speed-up
+    budget prices eps_l2 by MACs (``pricing``) unless told otherwise.
 
     ``search`` holds the search's options (tolerance, trials, calibration subset); ``history`` the
     earlier trials of searches on the same model and data (a sweep shares one). Other arguments as
     for :func:`prune`.
     """
     started = time.perf_counter()
-    budget = budget_from(target_sparsity, target_macs, search)
+    budget = budget_from(target_sparsity, target_macs, search, target_speedup)
     if budget is None:
-        raise ConfigError("prune_to_budget needs target_sparsity or target_macs (prune() takes a fixed eps_l2)")
+        raise ConfigError("prune_to_budget needs target_sparsity, target_macs or target_speedup "
+                          "(prune() takes a fixed eps_l2)")
     config = _config(config, overrides, metric=budget.metric)
     model, sets = _inputs(model, calib, config, preprocessing)
     pruned, report = find_budget(budget, config, sets.fit, partial(prune_once, model, memo=TrialMemo()),
-                                 progress or (lambda line: None), history=history)
+                                 progress or (lambda line: None), history=history,
+                                 latency=partial(latency_removed, model, sets.fit))
     return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
 
 
@@ -158,8 +164,8 @@ def calibration_sets(model: onnx.ModelProto, calib: Calibration, config: PruneCo
 
 def _config(config: PruneConfig | None, overrides: dict, *, metric: str | None) -> PruneConfig:
     config = replace(config or PruneConfig(), **overrides)
-    if config.pricing is None:  # a MAC budget is won where the MACs are
-        config = replace(config, pricing="macs" if metric == "macs" else "params")
+    if config.pricing is None:  # a MAC or latency budget is won where the MACs are
+        config = replace(config, pricing="macs" if metric in ("macs", "latency") else "params")
     return config
 
 

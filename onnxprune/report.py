@@ -110,6 +110,7 @@ class Trial:
     relative_error: float | None = None
     loss_estimate: float | None = None
     map_agreement: float | None = None
+    latency_removed: float | None = None  # measured at batch 1 (latency budgets): 1 - 1 / speed-up
 
 
 @dataclass(frozen=True)

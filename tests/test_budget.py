@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from builders import lenet_like, random_chain, random_inputs, save_inputs
+from builders import INPUT, lenet_like, random_chain, random_inputs, save_inputs
 from onnxprune import BudgetError, ConfigError, PruneConfig, SearchOptions, prune, prune_to_budget
-from onnxprune.search.budget import Budget, History, find_budget
+from onnxprune.search.budget import Budget, History, budget_from, find_budget
 from onnxprune.cli import main
 from onnxprune.cli.summary import summary
 from onnxprune.pruning.allocation import unit_eps_l2
@@ -127,14 +127,16 @@ def test_a_shared_history_saves_trials():
 
 
 def test_budget_options_are_checked():
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="not several"):
         prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8), target_sparsity=0.5, target_macs=0.5)
     with pytest.raises(ConfigError, match="need a budget"):
         prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8), search=SearchOptions())
-    with pytest.raises(ConfigError, match="needs target_sparsity or target_macs"):
+    with pytest.raises(ConfigError, match="needs target_sparsity, target_macs or target_speedup"):
         prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8))
     with pytest.raises(ConfigError, match=r"in \(0, 1\)"):
         Budget("params", 1.5)
+    with pytest.raises(ConfigError, match="speed-up must be above 1"):
+        prune_to_budget(lenet_like(), random_inputs(lenet_like(), 8), target_speedup=0.5)
 
 
 # --- end to end on tiny models ----------------------------------------------------------------------
@@ -158,6 +160,42 @@ def test_target_macs_prices_by_macs():
     _, report = prune_to_budget(model, x, target_macs=0.6, search=SearchOptions(tolerance=0.03, search_samples=None))
     assert abs(report.macs_removed - 0.6) <= 0.03
     assert report.search.metric == "macs"
+
+
+def test_target_speedup_searches_the_measured_latency():
+    """The search runs on what the latency function measures (here a stand-in that reads the
+    weights left, so that the test does not depend on this machine's timing)."""
+    model = chain()
+    x = random_inputs(model, 16)
+
+    def weights(m):
+        return sum(int(np.prod(t.dims)) for t in m.graph.initializer)
+
+    measured = []
+
+    def latency(pruned):
+        measured.append(1 - weights(pruned) / weights(model))
+        return measured[-1]
+
+    budget = budget_from(None, None, SearchOptions(search_samples=None), target_speedup=2.5)
+    assert budget.metric == "latency" and budget.target == pytest.approx(0.6) and budget.tolerance == 0.02
+    config = PruneConfig(pricing="macs")
+    _, report = find_budget(budget, config, {"x": x}, lambda feeds, c, say: prune(model, feeds["x"], c),
+                            lambda line: None, latency=latency)
+    assert len(measured) == len(report.search.trials)
+    assert [t.latency_removed for t in report.search.trials] == pytest.approx(measured, abs=1e-4)
+    assert abs(report.search.trials[-1].latency_removed - 0.6) <= 0.02
+    assert "measured batch-1 speed-up (target 2.5x" in summary(report)
+
+
+def test_latency_removed_times_both_models_on_this_machine():
+    from onnxprune.measure.evaluate import latency_removed
+
+    wide = random_chain([(64, 3, 1, True, "Relu", False), (64, 3, 1, True, "Relu", False)], "gap", None)
+    narrow = random_chain([(8, 3, 1, True, "Relu", False), (8, 3, 1, True, "Relu", False)], "gap", None)
+    x = random_inputs(wide, 4)
+    assert latency_removed(wide, narrow, {INPUT: x}) > 0.5  # 1/8 of the MACs of the 64-channel model
+    assert abs(latency_removed(wide, wide, {INPUT: x})) < 0.5
 
 
 def test_cli_budget_and_unreachable_budget(tmp_path):

@@ -48,6 +48,11 @@ BUDGET = [
                       "(starting from its value) until the result is within --tolerance."),
     click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
                  help="Budget: remove this fraction of the MACs instead (prices --eps-l2 by MACs)."),
+    click.option("--target-speedup", type=click.FloatRange(1, min_open=True), metavar="X",
+                 help="Budget: make the model X times as fast at batch 1 (or the batch it fixes), as measured "
+                      "with onnxruntime on this machine for every trial (one thread, the original and the "
+                      "trial interleaved; prices --eps-l2 by MACs). Default --tolerance for it: 2 pt of the "
+                      "latency."),
 ]
 MEASURE = [
     click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",
@@ -116,7 +121,7 @@ def prune_command(in_path: Path, out_path: Path, **options) -> None:
 def _budget(options: dict) -> dict:
     """prune_to_budget()'s keywords: target_sparsity / target_macs and the search options."""
     return {"target_sparsity": options["target_sparsity"], "target_macs": options["target_macs"],
-            "search": shared.search(options)}
+            "target_speedup": options["target_speedup"], "search": shared.search(options)}
 
 
 def _strength(options: dict) -> dict:
@@ -159,14 +164,15 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     bound = FidelityBound(**{k: v for k, v in strength.items() if k != "eps_given"})
     say = progress_printer(quiet)
     started = time.perf_counter()
-    budget_from(budget.get("target_sparsity"), budget.get("target_macs"), budget.get("search"))  # refused early
+    budget_from(budget.get("target_sparsity"), budget.get("target_macs"), budget.get("search"),
+                budget.get("target_speedup"))  # refused early
     original = load_model(in_path)
     preprocessing = measure.get("preprocessing")
     check_preprocessing(preprocessing, calib, measure.get("eval"))
     measurements = Measurements(**measure)
     measurements.score_original(original, say)  # unusable labelled data fails before any pruning
     sets = calibration_sets(original, calib, config, preprocessing=preprocessing if is_image_folder(calib) else None)
-    if budget.get("target_sparsity") is not None or budget.get("target_macs") is not None:
+    if any(budget.get(name) is not None for name in ("target_sparsity", "target_macs", "target_speedup")):
         model, report = prune_to_budget(original, sets, config, progress=say, **budget)
     elif strength["eps_given"]:
         model, report = prune(original, sets, config, progress=say)

@@ -144,10 +144,15 @@ def search_note(report: Report) -> str:
     s = report.search
     if s is None:
         return ""
-    reached = report.params_removed if s.metric == "params" else report.macs_removed
     subset = sum(t.samples < s.samples for t in s.trials)
-    return (f"{reached:.1%} of the {'parameters' if s.metric == 'params' else 'MACs'} removed "
-            f"(target {s.target:.1%} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
+    if s.metric == "latency":
+        final = next(t for t in s.trials if t.eps_l2 == s.eps_l2 and t.samples == s.samples)
+        reached = (f"{1 / (1 - final.latency_removed):.2f}x measured batch-1 speed-up "
+                   f"(target {1 / (1 - s.target):.3g}x, {final.latency_removed:.1%} of the latency removed")
+    else:
+        reached = (f"{report.params_removed if s.metric == 'params' else report.macs_removed:.1%} of the "
+                   f"{'parameters' if s.metric == 'params' else 'MACs'} removed (target {s.target:.1%}")
+    return (f"{reached} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
             f"found in {len(s.trials)} trial{'s' if len(s.trials) != 1 else ''}"
             + (f" ({subset} on a subset of the samples)" if subset else ""))
 

@@ -26,7 +26,10 @@ from onnxprune.config import PruneConfig
 from onnxprune.errors import BudgetError, ConfigError
 from onnxprune.report import Report, SearchReport, Trial
 
-METRICS = {"params": "parameters", "macs": "MACs"}
+METRICS = {"params": "parameters", "macs": "MACs", "latency": "batch-1 latency"}
+# A trial's fraction removed is exact for counts; a latency is measured, to a few per cent on a
+# quiet machine, so a tighter tolerance would only chase the noise.
+DEFAULT_TOLERANCE = {"params": 0.005, "macs": 0.005, "latency": 0.02}
 EPS_RANGE = (1e-6, 1e6)  # log-space bounds of the search: far beyond any useful setting
 MAX_STEP = math.log(10.0)  # at most a factor 10 in ε_L2 per extrapolating step
 SATURATED = 2 * MAX_STEP  # no change over a factor 100 in ε_L2: every prunable channel is gone (or none is)
@@ -37,7 +40,8 @@ SLOPE_GUESS = 0.08  # fraction removed per unit of log ε_L2 before two trials s
 class SearchOptions:
     """How a budget is searched for.
 
-    tolerance : stop when the fraction removed is within this of the target (0.005 = ±0.5 pt).
+    tolerance : stop when the fraction removed is within this of the target (0.005 = ±0.5 pt);
+        None: the metric's default (DEFAULT_TOLERANCE: 0.005 for counts, 0.02 for latency).
     max_trials : full prunes on all calibration samples at most (the subset's trials not counted).
     search_samples : bracket the target on a random subset of this many calibration samples
         first, then finish on all of them (None, the default, or at least the number of samples:
@@ -47,13 +51,13 @@ class SearchOptions:
     subset_trials : prunes on the subset at most.
     """
 
-    tolerance: float = 0.005
+    tolerance: float | None = None
     max_trials: int = 8
     search_samples: int | None = None
     subset_trials: int = 6
 
     def __post_init__(self) -> None:
-        if not 0 < self.tolerance < 0.5:
+        if self.tolerance is not None and not 0 < self.tolerance < 0.5:
             raise ConfigError(f"tolerance must be a fraction in (0, 0.5), got {self.tolerance}")
         if self.max_trials < 1 or self.subset_trials < 1:
             raise ConfigError(f"max_trials and subset_trials must be >= 1, got {self.max_trials}, {self.subset_trials}")
@@ -63,7 +67,8 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class Budget:
-    """A fraction of the parameters ("params") or MACs ("macs") to remove."""
+    """A fraction of the parameters ("params"), MACs ("macs") or measured batch-1 latency
+    ("latency": a speed-up X is the fraction 1 - 1/X) to remove."""
 
     metric: str
     target: float
@@ -75,21 +80,33 @@ class Budget:
         if not 0 < self.target < 1:
             raise ConfigError(f"a target fraction removed must be in (0, 1), got {self.target}")
 
+    @property
+    def tolerance(self) -> float:
+        return DEFAULT_TOLERANCE[self.metric] if self.options.tolerance is None else self.options.tolerance
+
     def describe(self) -> str:
-        return f"{self.target:.1%} of the {METRICS[self.metric]} removed (±{100 * self.options.tolerance:g} pt)"
+        speedup = f"a {1 / (1 - self.target):.3g}x speed-up: " if self.metric == "latency" else ""
+        return f"{speedup}{self.target:.1%} of the {METRICS[self.metric]} removed (±{100 * self.tolerance:g} pt)"
 
 
 def budget_from(target_sparsity: float | None, target_macs: float | None,
-                options: SearchOptions | None = None) -> Budget | None:
-    """The budget asked for with prune()'s keywords (or the CLI's options); None when neither is given."""
-    if target_sparsity is not None and target_macs is not None:
-        raise ConfigError("give either a parameter budget (--target-sparsity) or a MAC budget (--target-macs), not both")
-    if target_sparsity is None and target_macs is None:
+                options: SearchOptions | None = None, target_speedup: float | None = None) -> Budget | None:
+    """The budget asked for with prune()'s keywords (or the CLI's options); None when none is given."""
+    given = {metric: value for metric, value in
+             (("params", target_sparsity), ("macs", target_macs), ("latency", target_speedup)) if value is not None}
+    if len(given) > 1:
+        raise ConfigError("give one budget: a parameter budget (--target-sparsity), a MAC budget (--target-macs) "
+                          "or a speed-up (--target-speedup), not several")
+    if not given:
         if options is not None:
             raise ConfigError("search options (--tolerance, --max-trials, --search-samples) need a budget: "
-                              "--target-sparsity or --target-macs")
+                              "--target-sparsity, --target-macs or --target-speedup")
         return None
-    metric, target = ("params", target_sparsity) if target_sparsity is not None else ("macs", target_macs)
+    (metric, target), = given.items()
+    if metric == "latency":
+        if not target > 1:
+            raise ConfigError(f"a target speed-up must be above 1 (2 = twice as fast), got {target}")
+        target = 1 - 1 / target
     return Budget(metric, float(target), options or SearchOptions())
 
 
@@ -98,6 +115,8 @@ def round_eps(x: float) -> float:
     return float(f"{math.exp(x):.4g}")
 
 
+# The fraction of the original's batch-1 latency a pruned model removes, as measured.
+LatencyRemoved = Callable[[onnx.ModelProto], float]
 PruneOnce = Callable[[dict[str, np.ndarray], PruneConfig, Callable[[str], None]], tuple[onnx.ModelProto, Report]]
 Point = tuple[float, float]  # (log ε_L2, fraction removed)
 
@@ -111,11 +130,13 @@ class History:
     trials: dict[tuple[float, int], tuple[Trial, onnx.ModelProto | None, Report | None]] = field(default_factory=dict)
 
     def points(self, samples: int, metric: str) -> list[Point]:
-        return sorted((math.log(eps), _value(t, metric)) for (eps, n), (t, _, _) in self.trials.items() if n == samples)
+        return sorted((math.log(eps), _value(t, metric)) for (eps, n), (t, _, _) in self.trials.items()
+                      if n == samples and _value(t, metric) is not None)
 
 
 def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray], prune_once: PruneOnce,
-                say: Callable[[str], None], history: History | None = None) -> tuple[onnx.ModelProto, Report]:
+                say: Callable[[str], None], history: History | None = None,
+                latency: LatencyRemoved | None = None) -> tuple[onnx.ModelProto, Report]:
     """Prune at the ε_L2 that meets the budget: the model and its report, with ``report.search`` set.
 
     ``prune_once(feeds, config, progress)`` is one full prune. The search starts at
@@ -123,7 +144,9 @@ def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray
     """
     history = history if history is not None else History()
     options, n = budget.options, len(next(iter(feeds.values())))
-    run = _Runner(budget, config, prune_once, say, history)
+    if budget.metric == "latency" and latency is None:
+        raise ConfigError("a latency budget needs a way to time the pruned models (latency)")
+    run = _Runner(budget, config, prune_once, say, history, latency)
     start, slope = math.log(config.eps_l2 if config.eps_l2 > 0 else 1.0), None
     k = options.search_samples
     if k is not None and k < n and not _brackets(history.points(n, budget.metric), budget.target):
@@ -138,7 +161,7 @@ def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray
     if found.model is None:
         raise BudgetError(found.failure(budget, n), found.closest)
     # On success ``closest`` is the trial whose model is returned.
-    search = SearchReport(metric=budget.metric, target=budget.target, tolerance=options.tolerance,
+    search = SearchReport(metric=budget.metric, target=budget.target, tolerance=budget.tolerance,
                           eps_l2=found.closest.eps_l2, samples=n, trials=run.trials)
     return found.model, replace(found.report, search=search)
 
@@ -163,8 +186,9 @@ class _Runner:
     """Runs trials, remembers them (in the history and for the report) and announces them."""
 
     def __init__(self, budget: Budget, config: PruneConfig, prune_once: PruneOnce, say: Callable[[str], None],
-                 history: History) -> None:
+                 history: History, latency: LatencyRemoved | None = None) -> None:
         self.budget, self.config, self.prune_once, self.say, self.history = budget, config, prune_once, say, history
+        self.latency = latency if budget.metric == "latency" else None
         self.trials: list[Trial] = []
 
     @staticmethod
@@ -181,11 +205,14 @@ class _Runner:
         self.say(f"budget trial {number}: eps_l2 {eps:g} on {samples} samples")
         started = time.perf_counter()
         model, report = self.prune_once(feeds, replace(self.config, eps_l2=eps), lambda line: self.say("  " + line))
+        latency = None if self.latency is None else round(self.latency(model), 4)
         trial = Trial(eps_l2=eps, samples=samples, params_removed=round(report.params_removed, 6),
-                      macs_removed=round(report.macs_removed, 6), seconds=round(time.perf_counter() - started, 3))
+                      macs_removed=round(report.macs_removed, 6), seconds=round(time.perf_counter() - started, 3),
+                      latency_removed=latency)
         self.history.trials[eps, samples] = (trial, model, report) if keep_model else (trial, None, None)
         self.trials.append(trial)
-        self.say(f"budget trial {number}: {trial.params_removed:.1%} of the parameters, {trial.macs_removed:.1%} of "
+        measured = "" if latency is None else f"{1 / (1 - latency):.2f}x measured speed-up, "
+        self.say(f"budget trial {number}: {measured}{trial.params_removed:.1%} of the parameters, {trial.macs_removed:.1%} of "
                  f"the MACs removed ({trial.seconds:.0f}s)")
         return self.history.trials[eps, samples]
 
@@ -199,7 +226,7 @@ def _root(run: _Runner, feeds: dict[str, np.ndarray], x: float, max_trials: int,
     a curved or stepped fraction still shrinks it geometrically); before a bracket exists, a
     secant step (or one along the given slope), at most a factor 10 in ε_L2.
     """
-    metric, target, tolerance = run.budget.metric, run.budget.target, run.budget.options.tolerance
+    metric, target, tolerance = run.budget.metric, run.budget.target, run.budget.tolerance
     samples = len(next(iter(feeds.values())))
     points = run.history.points(samples, metric)
     found = _Found(estimate=x, slope=slope)
@@ -327,4 +354,4 @@ def _closer(best: Trial | None, trial: Trial, metric: str, target: float) -> Tri
 
 
 def _value(trial: Trial, metric: str) -> float:
-    return trial.params_removed if metric == "params" else trial.macs_removed
+    return {"params": trial.params_removed, "macs": trial.macs_removed, "latency": trial.latency_removed}[metric]

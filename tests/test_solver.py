@@ -7,7 +7,7 @@ import pytest
 
 from onnxprune.calib.stats import Moments
 from onnxprune.config import PruneConfig
-from onnxprune.solve.ges import (GesOptions, lambda_step, lambert_w_of_log, objective, q_fixed_w_step, select_channels,
+from onnxprune.solve.ges import (GesOptions, fading, lambda_step, lambert_w_of_log, objective, q_fixed_w_step, select_channels,
                                  simplex_newton, solve_ges, w_step_terms)
 from onnxprune.solve.problem import LayerProblem, normalise
 from onnxprune.solve.refit import refit
@@ -92,7 +92,8 @@ def test_lambert_w_of_log_matches_scipy_and_extends_past_overflow():
 def test_each_step_decreases_the_objective():
     problem, _, _ = planted_problem()
     p = normalise(problem)
-    options = GesOptions(eps_entropy=1e-3, eps_l2=0.5, max_iter=8, track_objective=True, active_floor=0)
+    options = GesOptions(eps_entropy=1e-3, eps_l2=0.5, max_iter=8, track_objective=True, active_floor=0,
+                         screen_floor=0)
     history = solve_ges([p], options).objective
     assert len(history) >= 3
     assert np.all(np.diff(history) <= 1e-9 * np.abs(history[:-1]))
@@ -118,6 +119,39 @@ def test_ges_keeps_exactly_the_channels_that_carry_signal():
     result = solve_ges([normalise(problem)], GesOptions(eps_entropy=1e-3, eps_l2=1.0, max_iter=100))
     keep = select_channels(result.weights, threshold=0.5)
     assert np.flatnonzero(keep).tolist() == list(signal)
+
+
+def test_fading_extrapolates_each_channels_shrinkage_to_the_last_iteration():
+    previous = np.array([0.25, 0.25, 0.25, 0.25])
+    w = np.array([0.05, 0.24, 0.3, 0.41])  # n*w: 0.2 shrinking by 5x, 0.96 by 4 %, two growing
+    assert fading(previous, w, remaining=3, floor=0.05).tolist() == [True, False, False, False]
+    assert fading(previous, w, remaining=0, floor=0.05).tolist() == [False] * 4  # the last iteration decides
+    assert not fading(previous, w, remaining=3, floor=0).any()  # screening off
+    # A channel at n*w 0.2 shrinking by 5x per iteration with one to go would end at 0.04*: below 0.05.
+    assert fading(previous, w, remaining=1, floor=0.05).tolist() == [True, False, False, False]
+
+
+def test_screening_shrinks_the_systems_early_and_keeps_the_same_channels(monkeypatch):
+    import onnxprune.solve.ges as ges
+
+    signal = (2, 9, 17, 30)
+    problem, _, _ = planted_problem(n_channels=40, signal=signal, n_samples=6000)
+    p = normalise(problem)
+    sizes = {}
+    step = ges.lambda_step
+
+    def recording(problem, w, eps_l2, active, sub=None):
+        sizes.setdefault(current, []).append(int(active.sum()))
+        return step(problem, w, eps_l2, active, sub)
+
+    monkeypatch.setattr(ges, "lambda_step", recording)
+    kept = {}
+    for current in ("off", "on"):
+        options = GesOptions(eps_l2=1.0, max_iter=20, screen_floor=0.0 if current == "off" else 0.05)
+        kept[current] = np.flatnonzero(select_channels(solve_ges([p], options).weights, threshold=0.5)).tolist()
+    assert kept["on"] == kept["off"] == list(signal)
+    cost = {k: sum(a**3 for a in v) for k, v in sizes.items()}  # a factorisation costs active^3
+    assert cost["on"] < 0.8 * cost["off"], sizes
 
 
 def test_select_channels_top_k_and_never_empty():

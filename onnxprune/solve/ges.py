@@ -20,7 +20,10 @@ Alternating minimisation (SPARTAn): a closed-form ridge Lambda-step, then a conv
 simplex solved by an equality-constrained damped Newton method, then (our addition) the exact
 w-step with Q = Lambda D(w) held fixed, which converges in far fewer iterations. Each step
 decreases L. Channels whose weight drops below ``active_floor / n`` leave the active set and the
-systems shrink with them. Iterations stop when no n*w_c moves by more than ``tol``.
+systems shrink with them; so do channels whose weight, shrinking at its last rate until the
+iteration cap, would end below ``screen_floor / n`` (:func:`fading`), which spares the full-size
+factorisations of the iterations in which they would only fade. Iterations stop when no n*w_c
+moves by more than ``tol``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class GesOptions:
     tol: float = 1e-3  # on max_c |change of n * w_c| between iterations
     active_floor: float = 1e-2  # n*w below this leaves the active set; keep it well under the threshold
     q_step: bool = True
+    screen_floor: float = 0.05  # n*w extrapolated to the last iteration; below it a channel leaves now, see fading()
     keep_energy: float = 0.9999  # of the explained target variance, see compress_targets
     track_objective: bool = False
 
@@ -302,6 +306,24 @@ def compress_targets(p: NormalisedProblem, keep_energy: float) -> NormalisedProb
     return replace(p, cross=cross)
 
 
+def fading(previous: np.ndarray, w: np.ndarray, remaining: int, floor: float) -> np.ndarray:
+    """Channels whose weight, shrinking at its last iteration's rate for the remaining iterations, ends below ``floor``/n.
+
+    The weights of the channels GES drops shrink by a steady factor per iteration (a few tens of
+    per cent), so they stay in the systems, at full cost, for many iterations after their fate is
+    plain; on VGG-16's 512-channel layers the first six iterations run with every channel active
+    and take two thirds of the unit's time. Screening them out when the extrapolation puts them an
+    order of magnitude under the keep threshold shrinks the factorisations early.
+    """
+    if floor <= 0 or remaining <= 0:
+        return np.zeros(w.shape, dtype=bool)
+    n = w.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(previous > 0, w / previous, 1.0)
+    shrinking = ratio < 1
+    return shrinking & (n * w * np.where(shrinking, ratio, 1.0) ** remaining < floor)
+
+
 def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOptions()) -> GesResult:
     """Alternate Lambda- and w-steps until the weights stop moving."""
     n = problems[0].n_channels
@@ -340,6 +362,8 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
                     * options.eps_l2 / (p.n_channels**2 * p.target_var.size)
             w[active] = q_fixed_w_step(penalty[active], options.eps_entropy)
         active = w * n >= options.active_floor
+        if it > 1:  # the first iteration's change is from the correlation start, not a trend
+            active &= ~fading(previous, w, options.max_iter - it, options.screen_floor)
         w = np.where(active, w, 0.0)
         w /= w.sum()
         change = float(np.max(np.abs(w - previous))) * n

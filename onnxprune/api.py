@@ -131,7 +131,7 @@ def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig 
     model, sets = _inputs(model, calib, config, preprocessing)
     pruned, report = find_budget(budget, config, sets.fit, partial(prune_once, model, memo=TrialMemo()),
                                  progress or (lambda line: None), history=history,
-                                 latency=partial(latency_removed, model, sets.fit))
+                                 latency=lambda pruned_model: latency_removed(model, pruned_model, sets.fit))
     return _with_fidelity(PruneResult(pruned, report), model, sets, config, started)
 
 

@@ -188,6 +188,16 @@ def test_target_speedup_searches_the_measured_latency():
     assert "measured batch-1 speed-up (target 2.5x" in summary(report)
 
 
+def test_prune_to_budget_times_every_trial_of_a_speedup_budget():
+    model = chain()
+    x = random_inputs(model, 16)
+    # A tolerance wide enough that timing noise on a busy machine cannot fail the search.
+    _, report = prune_to_budget(model, x, target_speedup=1.5, search=SearchOptions(tolerance=0.45, max_trials=2))
+    assert report.search.metric == "latency"
+    assert all(-1 < t.latency_removed < 1 for t in report.search.trials)
+    assert "measured batch-1 speed-up" in summary(report)
+
+
 def test_latency_removed_times_both_models_on_this_machine():
     from onnxprune.measure.evaluate import latency_removed
 

@@ -208,6 +208,17 @@ def test_latency_removed_times_both_models_on_this_machine():
     assert abs(latency_removed(wide, wide, {INPUT: x})) < 0.5
 
 
+def test_cli_budget_without_holdout_does_not_claim_the_default_went_unchecked(tmp_path):
+    model_path, calib_path = save_inputs(tmp_path, lenet_like(), n=32)
+    common = [str(model_path), "--calib", str(calib_path), "--holdout", "0", "--quiet"]
+    default = CliRunner().invoke(main, [common[0], str(tmp_path / "a.onnx"), *common[1:]])
+    budget = CliRunner().invoke(main, [common[0], str(tmp_path / "b.onnx"), *common[1:], "--target-sparsity", "0.5",
+                                       "--tolerance", "20", "--search-samples", "0"])
+    assert default.exit_code == 0 and "default --eps-l2 was used unchecked" in default.output
+    assert budget.exit_code == 0, budget.output
+    assert "unchecked" not in budget.output
+
+
 def test_cli_budget_and_unreachable_budget(tmp_path):
     model_path, calib_path = save_inputs(tmp_path, lenet_like(), n=32)
     out = tmp_path / "out.onnx"

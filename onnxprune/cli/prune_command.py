@@ -172,7 +172,8 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
     measurements = Measurements(**measure)
     measurements.score_original(original, say)  # unusable labelled data fails before any pruning
     sets = calibration_sets(original, calib, config, preprocessing=preprocessing if is_image_folder(calib) else None)
-    if any(budget.get(name) is not None for name in ("target_sparsity", "target_macs", "target_speedup")):
+    budgeted = any(budget.get(name) is not None for name in ("target_sparsity", "target_macs", "target_speedup"))
+    if budgeted:
         model, report = prune_to_budget(original, sets, config, progress=say, **budget)
     elif strength["eps_given"]:
         model, report = prune(original, sets, config, progress=say)
@@ -189,7 +190,8 @@ def _run(in_path: Path, out_path: Path, calib: Path, config, report_path: Path |
         click.echo(summary.summary(report))
         click.echo(f"written: {out_path}" + (f", weights: {data_path}" if data_path else "")
                    + (f", report: {report_path}" if report_path else ""))
-    warning = summary.fidelity_warning(report, bound, searched=not strength["eps_given"])
+    # The guard searched the strength only without --eps-l2 and without a budget.
+    warning = summary.fidelity_warning(report, bound, searched=not strength["eps_given"] and not budgeted)
     if warning:
         click.echo(f"onnxprune: warning: {warning}", err=True)
     if measure and measure.get("profile"):

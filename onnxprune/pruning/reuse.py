@@ -5,7 +5,9 @@ several times, changing only the strength. The look-ahead statistics (the origin
 regressions for the later readers of tied channels, one streamed forward pass) do not depend on
 the strength, so the first trial's serve the others: on ResNet-18 that pass is about a sixth of a
 prune. The walk draws its pixels from its own random stream, so a trial that reuses the
-look-ahead gives exactly the model a fresh prune at the same strength gives.
+look-ahead gives exactly the model a fresh prune at the same strength gives. The price is
+memory: the statistics stay for the whole search instead of being freed as the walk passes
+their layers (they are all held at the start of every walk either way).
 """
 
 from __future__ import annotations

@@ -120,7 +120,12 @@ def test_help_defaults_are_the_library_defaults():
     from onnxprune.search.sweep import DEFAULT_BUDGETS
 
     search, images = SearchOptions(), Preprocessing()
-    assert float(SHOWN_DEFAULTS["tolerance"]) / 100 == search.tolerance
+    from onnxprune.search.budget import DEFAULT_TOLERANCE
+
+    assert search.tolerance is None  # the metric's own default
+    counts, latency = SHOWN_DEFAULTS["tolerance"].split("; ")
+    assert float(counts) / 100 == DEFAULT_TOLERANCE["params"] == DEFAULT_TOLERANCE["macs"]
+    assert latency == f"{100 * DEFAULT_TOLERANCE['latency']:g} with --target-speedup"
     assert int(SHOWN_DEFAULTS["max_trials"]) == search.max_trials
     assert search.search_samples is None and SHOWN_DEFAULTS["search_samples"].startswith("0:")
     assert int(SHOWN_DEFAULTS["bench_batch"]) == BENCH_BATCHES[-1]

@@ -21,7 +21,7 @@ IMAGE_OPTIONS = ("size", "scale", "mean", "std", "layout")
 
 # Shown in --help only; the library applies them when the option is not given (None).
 SHOWN_DEFAULTS = {
-    "tolerance": "0.5",  # SearchOptions.tolerance, in percentage points
+    "tolerance": "0.5; 2 with --target-speedup",  # budget.DEFAULT_TOLERANCE, in percentage points
     "max_trials": "8",  # SearchOptions.max_trials
     "search_samples": "0: all samples",  # SearchOptions.search_samples (None)
     "bench_batch": "64",  # measure.evaluate.BENCH_BATCHES[-1]
@@ -97,7 +97,7 @@ SELECTION = [
                       "Gather, and the shared tensor keeps its channels."),
     click.option("--pricing", type=click.Choice(PRICINGS),
                  help="Price each layer's --eps-l2 (see --param-weighting) by the parameters or by the MACs its "
-                      "channels control.  [default: macs with --target-macs, else params]"),
+                      "channels control.  [default: macs with --target-macs or --target-speedup, else params]"),
 ]
 SEARCH = [
     click.option("--tolerance", type=click.FloatRange(0, 50, min_open=True, max_open=True), metavar="PT",

@@ -111,6 +111,7 @@ class Trial:
     loss_estimate: float | None = None
     map_agreement: float | None = None
     latency_removed: float | None = None  # measured at batch 1 (latency budgets): 1 - 1 / speed-up
+    allocated: bool = False  # a walk that kept allocated counts (MAC budgets, search/allocate.py)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class SearchReport:
     eps_l2: float
     samples: int  # calibration samples of the final prune (trials on fewer were on a random subset)
     trials: list[Trial] = field(default_factory=list)
+    allocation: str = "price"  # "ladder": keep counts allocated from error ladders; "price": eps_l2 searched
 
 
 @dataclass(frozen=True)

@@ -154,12 +154,32 @@ def test_target_sparsity_is_met_by_the_model_returned():
     assert again.params_after == report.params_after
 
 
-def test_target_macs_prices_by_macs():
+def test_target_macs_searched_by_price():
     model = chain()
     x = random_inputs(model, 16)
-    _, report = prune_to_budget(model, x, target_macs=0.6, search=SearchOptions(tolerance=0.03, search_samples=None))
+    _, report = prune_to_budget(model, x, target_macs=0.6,
+                                search=SearchOptions(tolerance=0.03, search_samples=None, allocation="price"))
     assert abs(report.macs_removed - 0.6) <= 0.03
-    assert report.search.metric == "macs"
+    assert report.search.metric == "macs" and report.search.allocation == "price"
+
+
+def test_target_macs_allocates_keep_counts_from_error_ladders():
+    model = chain()
+    x = random_inputs(model, 64)
+    history = History()
+    pruned, report = prune_to_budget(model, x, target_macs=0.6, history=history, rows_per_layer=4096)
+    check_model(pruned)
+    assert abs(report.macs_removed - 0.6) <= 0.005  # the counts' MACs are exact here: the default tolerance holds
+    search = report.search
+    assert search.allocation == "ladder" and search.metric == "macs"
+    assert not search.trials[0].allocated and all(t.allocated for t in search.trials[1:]) and len(search.trials) >= 2
+    assert search.trials[-1].macs_removed == pytest.approx(report.macs_removed, abs=1e-6)
+    assert "keep counts allocated from error ladders" in summary(report)
+    # A second budget on the same history starts from the ladders recorded last: no recording walk.
+    _, again = prune_to_budget(model, x, target_macs=0.4, history=history, rows_per_layer=4096)
+    assert abs(again.macs_removed - 0.4) <= 0.005 and all(t.allocated for t in again.search.trials)
+    with pytest.raises(ConfigError, match="allocation from error ladders meets MAC budgets"):
+        prune_to_budget(model, x, target_sparsity=0.5, search=SearchOptions(allocation="ladder"))
 
 
 def test_target_speedup_searches_the_measured_latency():

@@ -24,6 +24,7 @@ SHOWN_DEFAULTS = {
     "tolerance": "0.5; 2 with --target-speedup",  # budget.DEFAULT_TOLERANCE, in percentage points
     "max_trials": "8",  # SearchOptions.max_trials
     "search_samples": "0: all samples",  # SearchOptions.search_samples (None)
+    "allocation": "ladder with --target-macs, else price",  # SearchOptions.allocation (None)
     "bench_batch": "64",  # measure.evaluate.BENCH_BATCHES[-1]
     "scale": "1/255",  # calib.images.Preprocessing
     "mean": "0",
@@ -110,6 +111,11 @@ SEARCH = [
                  help="Budgets: bracket the target on a random subset of N calibration samples first (trials "
                       "without most of the statistics pass), then finish on all of them."
                       + default("search_samples")),
+    click.option("--allocation", type=click.Choice(["ladder", "price"]),
+                 help="MAC budgets: 'ladder' records every unit's refit error at each keep count in one walk, "
+                      "allocates the counts that add the least error for the MACs removed, and prunes to them "
+                      "in a second walk; 'price' searches --eps-l2 priced by MACs, as for the other budgets."
+                      + default("allocation")),
 ]
 IMAGES = [
     click.option("--size", metavar="H,W",
@@ -171,7 +177,8 @@ def search(options: dict):
     from onnxprune.search.budget import SearchOptions
 
     given = {"tolerance": None if options["tolerance"] is None else options["tolerance"] / 100,
-             "max_trials": options["max_trials"], "search_samples": options["search_samples"]}
+             "max_trials": options["max_trials"], "search_samples": options["search_samples"],
+             "allocation": options.get("allocation")}
     given = {name: value for name, value in given.items() if value is not None}
     if given.get("search_samples") == 0:
         given["search_samples"] = None

@@ -152,6 +152,9 @@ def search_note(report: Report) -> str:
     else:
         reached = (f"{report.params_removed if s.metric == 'params' else report.macs_removed:.1%} of the "
                    f"{'parameters' if s.metric == 'params' else 'MACs'} removed (target {s.target:.1%}")
+    if s.allocation == "ladder":
+        return (f"{reached} ± {100 * s.tolerance:g} pt), keep counts allocated from error ladders recorded at "
+                f"--eps-l2 {s.eps_l2:g}, in {len(s.trials)} walk{'s' if len(s.trials) != 1 else ''}")
     return (f"{reached} ± {100 * s.tolerance:g} pt) at --eps-l2 {s.eps_l2:g}, "
             f"found in {len(s.trials)} trial{'s' if len(s.trials) != 1 else ''}"
             + (f" ({subset} on a subset of the samples)" if subset else ""))

@@ -23,15 +23,20 @@ from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.readers import give_readers_own_channels, settle_selections
 from onnxprune.pruning.walk import Pruner, UnitEps
+from onnxprune.search.allocate import Ladders
 from onnxprune.report import KEPT_BY_GROUPS, KEPT_BY_SELECTION, LayerReport, Report
 
 
 def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: PruneConfig,
                 say: Callable[[str], None], started: float | None = None, *,
-                unit_eps: UnitEps = unit_eps_l2, memo: TrialMemo | None = None) -> tuple[onnx.ModelProto, Report]:
+                unit_eps: UnitEps = unit_eps_l2, memo: TrialMemo | None = None,
+                keep_counts: dict[int, int] | None = None,
+                ladders: Ladders | None = None) -> tuple[onnx.ModelProto, Report]:
     """One walk with one configuration: the pruned, verified model and its report. ``unit_eps``
     prices each unit's ε_L2 (see :class:`onnxprune.pruning.walk.Pruner`); ``memo`` carries what
-    does not depend on the strength from one trial of a search to the next."""
+    does not depend on the strength from one trial of a search to the next; ``keep_counts`` (per
+    unit index) replace GES's threshold, and ``ladders`` records what an allocation needs
+    (search/allocate.py)."""
     started = time.perf_counter() if started is None else started
     sizes = input_sizes(model, feeds)  # symbolic H/W counted at the calibration data's size
     shapes = tensor_shapes(model, sizes)
@@ -49,7 +54,8 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
         "out": {layer.name: layer.out_channels for layer in channels.layers},
     }
     seconds: dict[str, float] = {}
-    with Pruner(original, pruned, channels, feeds, config, unit_eps=unit_eps) as pruner:  # its disk files go, whatever happens
+    with Pruner(original, pruned, channels, feeds, config, unit_eps=unit_eps, keep_counts=keep_counts,
+                ladders=ladders) as pruner:  # its disk files go, whatever happens
         pruner.gather_lookahead(memo)
         for index, layer in enumerate(channels.layers, start=1):
             layer_start = time.perf_counter()

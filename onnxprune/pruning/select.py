@@ -16,7 +16,7 @@ import numpy as np
 from onnxprune.config import SELECTORS as SELECTOR_NAMES
 from onnxprune.config import PruneConfig
 from onnxprune.graph.channels import Unit
-from onnxprune.solve.ges import GesOptions, select_channels, solve_ges
+from onnxprune.solve.ges import GesOptions, path_scores, select_channels, solve_ges
 from onnxprune.solve.problem import LayerProblem, NormalisedProblem
 from onnxprune.solve.selectors import l1_scores, lasso_scores, n_to_keep, top_k
 
@@ -32,6 +32,7 @@ class Candidates:
     eps_l2: float
     producer_rows: Callable[[], list[tuple[np.ndarray, np.ndarray]]]
     reader_weights: Callable[[], list[np.ndarray]]
+    keep_count: int | None = None  # an allocation's count of prunable channels to keep (else the config decides)
 
     @property
     def n_channels(self) -> int:
@@ -45,7 +46,7 @@ def ges(candidates: Candidates, config: PruneConfig) -> tuple[np.ndarray, str]:
     options = GesOptions(eps_entropy=config.eps_entropy, eps_l2=candidates.eps_l2, max_iter=config.max_iter,
                          tol=config.tol)
     result = solve_ges(candidates.normalised, options)
-    return result.weights, f"GES {result.n_iter} iterations"
+    return path_scores(result), f"GES {result.n_iter} iterations"
 
 
 def l1(candidates: Candidates, config: PruneConfig) -> tuple[np.ndarray, str]:
@@ -64,9 +65,13 @@ assert tuple(SELECTORS) == SELECTOR_NAMES, "config.SELECTORS names the entries o
 def choose(candidates: Candidates, config: PruneConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Score the unit's channels and choose the kept ones: (scores, keep mask, what was done)."""
     scores, how = SELECTORS[config.selector](candidates, config)
-    if config.keep_fraction is None:
-        return scores, select_channels(scores, threshold=config.threshold), how
-    # A uniform fraction of the prunable classes; frozen ones (last in the unit) stay anyway.
     unit = candidates.unit
-    prunable = top_k(scores[:len(unit.classes)], n_to_keep(len(unit.classes), config.keep_fraction))
+    if candidates.keep_count is not None:
+        count = max(1, min(len(unit.classes), candidates.keep_count))
+    elif config.keep_fraction is not None:  # a uniform fraction of the prunable classes
+        count = n_to_keep(len(unit.classes), config.keep_fraction)
+    else:
+        return scores, select_channels(scores, threshold=config.threshold), how
+    # The top ``count`` prunable classes; frozen ones (last in the unit) stay anyway.
+    prunable = top_k(scores[:len(unit.classes)], count)
     return scores, np.concatenate([prunable, np.ones(len(unit.frozen_classes), dtype=bool)]), how

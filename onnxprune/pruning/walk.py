@@ -33,6 +33,8 @@ from onnxprune.ops import RULES, Layer, output_gain
 from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
+from onnxprune.search.allocate import Ladders, MacModel
+from onnxprune.solve.ladder import error_ladder
 from onnxprune.solve.problem import LayerProblem, NormalisedProblem, normalise
 from onnxprune.solve.refit import refit
 
@@ -46,7 +48,8 @@ class Pruner:
     studies of the allocation pass their own)."""
 
     def __init__(self, original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,
-                 feeds: dict[str, np.ndarray], config: PruneConfig, *, unit_eps: UnitEps = unit_eps_l2) -> None:
+                 feeds: dict[str, np.ndarray], config: PruneConfig, *, unit_eps: UnitEps = unit_eps_l2,
+                 keep_counts: dict[int, int] | None = None, ladders: Ladders | None = None) -> None:
         self.original, self.pruned, self.channels, self.config = original, pruned, channels, config
         self.feeds = feeds
         self.original_layers = {node.name: Layer(node) for node in original.nodes}
@@ -57,6 +60,11 @@ class Pruner:
         # Channel classes GES dropped but the graph's constraints kept (equal counts per group).
         self.kept_by_constraint: set[int] = set()
         self.eps_l2 = unit_eps(channels, self.units, config)
+        # An allocation's keep count per unit (search/allocate.py) instead of GES's threshold, and
+        # where to record each unit's error ladder for one (solve/ladder.py); both optional.
+        self.keep_counts, self.ladders = keep_counts, ladders
+        if ladders is not None:
+            ladders.macs = MacModel(original, channels, self.units)  # from the channels as analysed, before any removal
         # Two random streams, so that the look-ahead can be reused by another trial (TrialMemo)
         # without changing the pixels the walk draws.
         walk_seed, lookahead_seed = np.random.SeedSequence(config.seed).spawn(2)
@@ -172,8 +180,12 @@ class Pruner:
         flat = [p for groups in problems for p in groups]
         candidates = Candidates(unit, flat, normalised, self.eps_l2[unit.index], partial(self._producer_rows, unit),
                                 lambda: [w for layer, groups in zip(unit.consumers, problems)
-                                         for w in self._original_weight(layer, [p.n_features for p in groups])])
+                                         for w in self._original_weight(layer, [p.n_features for p in groups])],
+                                keep_count=None if self.keep_counts is None else self.keep_counts.get(unit.index))
         scores, chosen, how = choose(candidates, self.config)
+        if self.ladders is not None:
+            self.ladders.errors[unit.index] = error_ladder(normalised, np.argsort(-scores, kind="stable"),
+                                                    len(unit.classes), ridge=self.config.ridge)
         keep = keep_at_least(chosen, scores, unit, self.channels, self.config.min_keep,
                              self.config.round_channels)
         keep[len(unit.classes):] = True  # frozen channels take part in the regression but stay

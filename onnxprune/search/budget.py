@@ -25,8 +25,10 @@ from onnxprune.calib.data import subset_indices
 from onnxprune.config import PruneConfig
 from onnxprune.errors import BudgetError, ConfigError
 from onnxprune.report import Report, SearchReport, Trial
+from onnxprune.search.allocate import Ladders, find_allocation
 
 METRICS = {"params": "parameters", "macs": "MACs", "latency": "batch-1 latency"}
+ALLOCATIONS = ("ladder", "price")  # see SearchOptions.allocation
 # A trial's fraction removed is exact for counts; a latency is measured, to a few per cent on a
 # quiet machine, so a tighter tolerance would only chase the noise.
 DEFAULT_TOLERANCE = {"params": 0.005, "macs": 0.005, "latency": 0.02}
@@ -49,14 +51,20 @@ class SearchOptions:
         (about a quarter of a VGG-16 prune; the GES solves cost the same), so this pays where
         the forward passes dominate: large images, many samples.
     subset_trials : prunes on the subset at most.
+    allocation : how a MAC budget is met: "ladder", every unit's keep count allocated from its error
+        ladder (search/allocate.py; no subset); "price", ε_L2 priced by MACs and searched as for the
+        other budgets; None (the default): "ladder" for MAC budgets, "price" for the others.
     """
 
     tolerance: float | None = None
     max_trials: int = 8
     search_samples: int | None = None
     subset_trials: int = 6
+    allocation: str | None = None
 
     def __post_init__(self) -> None:
+        if self.allocation is not None and self.allocation not in ALLOCATIONS:
+            raise ConfigError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if self.tolerance is not None and not 0 < self.tolerance < 0.5:
             raise ConfigError(f"tolerance must be a fraction in (0, 0.5), got {self.tolerance}")
         if self.max_trials < 1 or self.subset_trials < 1:
@@ -79,10 +87,18 @@ class Budget:
             raise ConfigError(f"budget metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not 0 < self.target < 1:
             raise ConfigError(f"a target fraction removed must be in (0, 1), got {self.target}")
+        if self.options.allocation == "ladder" and self.metric != "macs":
+            raise ConfigError(f"allocation from error ladders meets MAC budgets (--target-macs), not a {METRICS[self.metric]} "
+                              "budget")
 
     @property
     def tolerance(self) -> float:
         return DEFAULT_TOLERANCE[self.metric] if self.options.tolerance is None else self.options.tolerance
+
+    @property
+    def allocated(self) -> bool:
+        """Met by allocating keep counts from error ladders (only MAC budgets are)."""
+        return self.options.allocation == "ladder" or (self.options.allocation is None and self.metric == "macs")
 
     def describe(self) -> str:
         speedup = f"a {1 / (1 - self.target):.3g}x speed-up: " if self.metric == "latency" else ""
@@ -128,6 +144,7 @@ class History:
     ones measured, and a trial that already meets a later budget is not run again."""
 
     trials: dict[tuple[float, int], tuple[Trial, onnx.ModelProto | None, Report | None]] = field(default_factory=dict)
+    ladders: Ladders | None = None  # the error ladders an allocation recorded last (MAC budgets)
 
     def points(self, samples: int, metric: str) -> list[Point]:
         return sorted((math.log(eps), _value(t, metric)) for (eps, n), (t, _, _) in self.trials.items()
@@ -144,6 +161,10 @@ def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray
     """
     history = history if history is not None else History()
     options, n = budget.options, len(next(iter(feeds.values())))
+    if budget.allocated:
+        model, report, history.ladders = find_allocation(budget.target, budget.tolerance, options.max_trials, config,
+                                                         feeds, prune_once, say, history.ladders)
+        return model, report
     if budget.metric == "latency" and latency is None:
         raise ConfigError("a latency budget needs a way to time the pruned models (latency)")
     run = _Runner(budget, config, prune_once, say, history, latency)

@@ -61,6 +61,9 @@ class GesResult:
     objective: list[float]  # L after every Lambda-step, when GesOptions.track_objective
     n_iter: int
     converged: bool
+    # Every channel, most important first: those still active at the end by weight, then the
+    # others by how long they stayed active and their weight when they left (a path's order).
+    order: np.ndarray | None = None
 
 
 def initial_weights(problems: list[NormalisedProblem]) -> np.ndarray:
@@ -330,10 +333,12 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
     if not live_mask(problems).any():
         # Every channel is constant on the calibration data: nothing to regress on, so there is
         # nothing to choose between either; uniform weights keep them all (and avoid 0/0).
-        return GesResult(weights=np.full(n, 1.0 / n), objective=[], n_iter=0, converged=True)
+        return GesResult(weights=np.full(n, 1.0 / n), objective=[], n_iter=0, converged=True, order=np.arange(n))
     w = initial_weights(problems)
     problems = [compress_targets(p, options.keep_energy) for p in problems]
     active = w > 0
+    # When each channel left the active set (0: never live) and its weight just before.
+    left_at, weight_at_leave = np.where(active, options.max_iter + 1, 0), w.copy()
     history: list[float] = []
     converged = False
     it = 0
@@ -364,6 +369,8 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
         active = w * n >= options.active_floor
         if it > 1:  # the first iteration's change is from the correlation start, not a trend
             active &= ~fading(previous, w, options.max_iter - it, options.screen_floor)
+        leaving = (left_at > it) & ~active
+        left_at[leaving], weight_at_leave[leaving] = it, w[leaving]
         w = np.where(active, w, 0.0)
         w /= w.sum()
         change = float(np.max(np.abs(w - previous))) * n
@@ -373,7 +380,19 @@ def solve_ges(problems: list[NormalisedProblem], options: GesOptions = GesOption
         # channel now and then. Logged, not warned, so library users are not flooded.
         log.info("GES stopped after %d iterations; largest change of n*w %.2e > tol %.1e",
                  options.max_iter, change, options.tol)
-    return GesResult(weights=w, objective=history, n_iter=it, converged=converged)
+    weight_at_leave = np.where(active, w, weight_at_leave)
+    order = np.lexsort((np.arange(n), -weight_at_leave, -left_at))
+    return GesResult(weights=w, objective=history, n_iter=it, converged=converged, order=order)
+
+
+def path_scores(result: GesResult) -> np.ndarray:
+    """The channel weights, with the channels GES dropped ranked below every live one in the
+    order they left (negative, so no threshold keeps them): a full ranking for a keep count."""
+    scores = result.weights.astype(np.float64, copy=True)
+    order = np.arange(scores.size) if result.order is None else result.order
+    dropped = order[scores[order] <= 0]
+    scores[dropped] = -np.arange(1, dropped.size + 1) / max(dropped.size, 1)
+    return scores
 
 
 def select_channels(weights: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:

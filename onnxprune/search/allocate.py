@@ -1,0 +1,217 @@
+"""Allocation under a MAC budget: every unit's keep count chosen at once from its error ladder.
+
+One global ε_L2 prices every unit's channels alike (up to the MAC pricing's factor), whatever a
+channel's error costs there. Here each unit instead brings its ladder (solve/ladder.py: the refit's
+error at every keep count, on one scale across units) and the counts are chosen together to
+minimise the summed error under the budget, as SPDY and OBC choose sparsity levels: greedily, the
+step (of one or a few channels) that removes the most MACs per unit of error added, until the
+budget is met. The MACs of a choice are exact for layers whose input and output channels each
+belong to whole units (a unit's kept channels are then its count), and proportional otherwise.
+
+:func:`find_allocation` runs it: one walk at the configured ε_L2 records the ladders (GES's path
+order ranks each unit's channels), a second keeps the allocated counts, each unit's channels again
+ranked by its own GES solve on the pruned network's inputs there. Where the graph's constraints
+move the MACs off the target, the next walk aims off by the miss, from the ladders the last walk
+recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.config import PruneConfig
+from onnxprune.errors import BudgetError
+from onnxprune.graph.channels import ChannelGraph, Unit
+from onnxprune.ops import node_macs
+from onnxprune.report import Report, SearchReport, Trial
+
+# Steps the greedy looks at per unit: 1, 2, ... this many channels (times the rounding multiple),
+# so that a ladder that falls only after a small rise is not passed over.
+MAX_STEPS = 8
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A node's MACs as macs * fraction(in) * fraction(out); each fraction is fixed + sum coef_u * k_u."""
+
+    macs: float
+    inputs: tuple[float, dict[int, float]] | None  # None: the input side does not scale (depthwise)
+    outputs: tuple[float, dict[int, float]]
+
+
+class MacModel:
+    """The model's MACs for single sample as a function of every unit's keep count."""
+
+    def __init__(self, graph: gs.Graph, channels: ChannelGraph, units: list[Unit]) -> None:
+        owner = {int(c): unit.index for unit in units for c in unit.classes}
+        self.size = {unit.index: len(unit.classes) for unit in units}
+        self.terms: list[_Term] = []
+        self.base = 0.0  # MACs no unit changes
+        self.terms_of: dict[int, list[int]] = {unit.index: [] for unit in units}
+        for node in graph.nodes:
+            macs = float(node_macs(node, channels.shapes))
+            if macs <= 0:
+                continue
+            inputs = None if _depthwise(node) else self._fraction(channels, node.inputs[0].name, owner)
+            outputs = self._fraction(channels, node.outputs[0].name, owner)
+            touched = set(outputs[1]) | (set(inputs[1]) if inputs is not None else set())
+            if not touched:
+                self.base += macs
+                continue
+            for key in touched:
+                self.terms_of[key].append(len(self.terms))
+            self.terms.append(_Term(macs, inputs, outputs))
+        self.total = self.base + sum(t.macs for t in self.terms)
+
+    def _fraction(self, channels: ChannelGraph, tensor: str, owner: dict[int, int]) -> tuple[float, dict[int, float]]:
+        classes = channels.classes(tensor)
+        if classes is None or classes.size == 0:
+            return 1.0, {}
+        counts: dict[int, int] = {}
+        for c in classes:
+            key = owner.get(int(c))
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        fixed = (classes.size - sum(counts.values())) / classes.size
+        return fixed, {key: count / classes.size / self.size[key] for key, count in counts.items()}
+
+    def term_macs(self, index: int, keep: dict[int, int]) -> float:
+        term = self.terms[index]
+
+        def fraction(side):
+            fixed, coef = side
+            return fixed + sum(c * keep[key] for key, c in coef.items())
+        return term.macs * (1.0 if term.inputs is None else fraction(term.inputs)) * fraction(term.outputs)
+
+    def macs(self, keep: dict[int, int]) -> float:
+        return self.base + sum(self.term_macs(i, keep) for i in range(len(self.terms)))
+
+    def unit_macs(self, key: int, keep: dict[int, int]) -> float:
+        """The MACs of the terms the unit's count changes."""
+        return sum(self.term_macs(i, keep) for i in self.terms_of[key])
+
+
+@dataclass
+class Ladders:
+    """What a walk records for an allocation (``prune_once(ladders=...)``): each unit's error
+    ladder, by unit index, and the MAC model of those units."""
+
+    errors: dict[int, np.ndarray] = field(default_factory=dict)
+    macs: MacModel | None = None
+    samples: int = 0  # calibration samples of the walk that recorded them
+
+
+# prune_once(feeds, config, progress, keep_counts=..., ladders=...) with the model bound.
+AllocatedPrune = Callable[..., tuple[onnx.ModelProto, Report]]
+
+
+def find_allocation(target: float, tolerance: float, max_walks: int, config: PruneConfig,
+                    feeds: dict[str, np.ndarray], prune_once: AllocatedPrune, say: Callable[[str], None],
+                    recorded: Ladders | None = None) -> tuple[onnx.ModelProto, Report, Ladders]:
+    """Remove ``target`` of the MACs (± ``tolerance``) by allocating every unit's keep count: the
+    model, its report (``report.search`` lists the walks) and the ladders recorded last (a sweep
+    passes them back as ``recorded`` for its next budget, which then skips the first walk)."""
+    samples = len(next(iter(feeds.values())))
+    trials: list[Trial] = []
+
+    def walk(keep: dict[int, int] | None) -> tuple[onnx.ModelProto, Report, Ladders]:
+        number = len(trials) + 1
+        what = "keeping the allocated counts" if keep is not None else f"recording error ladders at eps_l2 {config.eps_l2:g}"
+        say(f"budget walk {number}: {what} on {samples} samples")
+        started, ladders = time.perf_counter(), Ladders(samples=samples)
+        model, report = prune_once(feeds, config, lambda line: say("  " + line), keep_counts=keep, ladders=ladders)
+        trials.append(Trial(eps_l2=config.eps_l2, samples=samples, params_removed=round(report.params_removed, 6),
+                            macs_removed=round(report.macs_removed, 6),
+                            seconds=round(time.perf_counter() - started, 3), allocated=keep is not None))
+        say(f"budget walk {number}: {report.params_removed:.1%} of the parameters, {report.macs_removed:.1%} of the MACs "
+            f"removed ({trials[-1].seconds:.0f}s)")
+        return model, report, ladders
+
+    ladders = recorded if recorded is not None and recorded.samples == samples else walk(None)[2]
+    aim, best = target, None
+    least = {key: math.ceil(config.min_keep * size - 1e-9) for key, size in ladders.macs.size.items()}
+    for _ in range(max_walks):
+        keep = allocate(ladders.errors, ladders.macs, (1 - aim) * ladders.macs.total, least=least,
+                        multiple=config.round_channels)
+        model, report, ladders = walk(keep)
+        if best is None or abs(report.macs_removed - target) < abs(best.macs_removed - target):
+            best = trials[-1]
+        if abs(report.macs_removed - target) <= tolerance:
+            search = SearchReport(metric="macs", target=target, tolerance=tolerance, eps_l2=config.eps_l2,
+                                  samples=samples, trials=trials, allocation="ladder")
+            return model, replace(report, search=search), ladders
+        aim = min(max(aim + target - report.macs_removed, 0.0), 1.0)  # the constraints' miss, aimed off
+    raise BudgetError(f"allocated keep counts removed {best.macs_removed:.1%} of the MACs at best, not {target:.1%} "
+                      f"± {100 * tolerance:g} pt, in {max_walks} walks (the graph's constraints keep channels the "
+                      "allocation dropped; raise --max-trials or --tolerance)", best)
+
+
+def _depthwise(node: gs.Node) -> bool:
+    """A Conv with one filter per input channel: its MACs follow its output channels only."""
+    if node.op != "Conv" or len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
+        return False
+    weight = np.asarray(node.inputs[1].values)
+    return node.attrs.get("group", 1) > 1 and weight.ndim > 1 and weight.shape[1] == 1
+
+
+def allocate(ladders: dict[int, np.ndarray], model: MacModel, target_macs: float, *,
+             least: dict[int, int] | None = None, multiple: int = 1) -> dict[int, int]:
+    """Keep counts per unit (of its prunable channels) whose summed ladder error is smallest,
+    greedily, with the model's MACs at most ``target_macs`` (or as close as ``least``, the
+    fewest each unit may keep, allows). Units without a ladder keep every channel."""
+    keep = dict(model.size)
+    least = least or {}
+    floor = {key: max(1, least.get(key, 1)) for key in keep}
+    # A step changes the MACs of the units that share a node with it: only their best steps move.
+    neighbours = {key: {other for other in ladders if set(model.terms_of[other]) & set(model.terms_of[key])}
+                  for key in ladders}
+    best = {key: _best_step(key, ladders[key], model, keep, floor[key], multiple) for key in ladders}
+    macs = model.macs(keep)
+    while macs > target_macs:
+        options = [(step[0], key) for key, step in best.items() if step is not None]
+        if not options:
+            break  # every unit at its floor: the closest the ladders allow
+        _, key = min(options)
+        _, new, saved = best[key]
+        if macs - saved <= target_macs:  # the last step: no further down than the budget needs
+            steps = (_rounded_down(keep[key], j * multiple, multiple) for j in range(1, MAX_STEPS + 1))
+            new = next(k for k in steps if k <= new or model.macs({**keep, key: k}) <= target_macs)
+            keep[key] = new
+            break
+        keep[key] = new
+        macs -= saved
+        for other in neighbours[key]:
+            best[other] = _best_step(other, ladders[other], model, keep, floor[other], multiple)
+    return keep
+
+
+def _best_step(key: int, ladder: np.ndarray, model: MacModel, keep: dict[int, int], floor: int,
+               multiple: int) -> tuple[float, int, float] | None:
+    """The unit's cheapest step down: (error added per MAC removed, new count, MACs removed)."""
+    k, best = keep[key], None
+    current = model.unit_macs(key, keep)
+    for step in range(1, MAX_STEPS + 1):
+        new = _rounded_down(k, step * multiple, multiple)
+        if new < floor:
+            break
+        saved = current - model.unit_macs(key, {**keep, key: new})
+        if saved <= 0:
+            continue
+        cost = max(float(ladder[new] - ladder[k]), 0.0) / saved
+        if best is None or cost < best[0]:
+            best = (cost, new, saved)
+    return best
+
+
+def _rounded_down(k: int, step: int, multiple: int) -> int:
+    """k - step, on a multiple of ``multiple`` (the rounding counts the layer's whole width;
+    here the unit's: exact for a unit that is one layer's output)."""
+    new = k - step
+    return new if multiple <= 1 else int(math.floor(new / multiple) * multiple)

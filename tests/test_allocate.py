@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from onnxprune.config import PruneConfig
-from onnxprune.graph.channels import analyse_channels
+from onnxprune.graph.channels import Unit, analyse_channels
 from onnxprune.graph.io import to_graph
 from onnxprune.graph.shapes import input_sizes, tensor_shapes
 from onnxprune.pruning.once import prune_once
+from onnxprune.pruning.select import Candidates, choose
 from onnxprune.search.allocate import MacModel, allocate
 from onnxprune.solve.ges import GesOptions, path_scores, select_channels, solve_ges
 from onnxprune.solve.ladder import error_ladder
@@ -56,6 +57,18 @@ def test_path_scores_rank_dropped_channels_below_kept_ones_in_the_order_they_lef
     assert np.all(scores[result.weights > 0] > 0) and np.all(scores[result.weights == 0] < 0)
     np.testing.assert_array_equal(np.argsort(-scores, kind="stable"), result.order)
     assert sorted(result.order.tolist()) == list(range(12))
+
+
+def test_a_keep_count_far_below_ges_own_count_is_ranked_by_a_stronger_solve():
+    problem, _, _ = planted_problem(n_channels=12, signal=(1, 4, 7))
+    unit = Unit(np.arange(12), [], np.zeros(0, dtype=np.int64))
+    weak = dict(unit=unit, problems=[problem], normalised=[normalise(problem)], eps_l2=1e-6,
+                producer_rows=None, reader_weights=None)
+    config = PruneConfig()
+    _, natural, how = choose(Candidates(**weak), config)
+    assert natural.sum() > 4 and "x eps_l2" not in how  # so weak that GES keeps noise channels too
+    scores, keep, how = choose(Candidates(**weak, keep_count=3), config)
+    assert "x eps_l2" in how and set(np.flatnonzero(keep)) == {1, 4, 7}
 
 
 def _mac_model(model, x):

@@ -7,6 +7,7 @@ end-to-end prunes of tiny models check that the budget is met by the model actua
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.graph.channels import analyse_channels
 from onnxprune.graph.io import check_model, to_graph
 from onnxprune.api import tensor_shapes
+from onnxprune.pruning.once import prune_once
 from onnxprune.report import Report
 from topologies import build, resnet50_like
 
@@ -178,11 +180,12 @@ def test_target_macs_allocates_keep_counts_from_error_ladders():
     # A second budget on the same history starts from the ladders recorded last: no recording walk.
     _, again = prune_to_budget(model, x, target_macs=0.4, history=history, rows_per_layer=4096)
     assert abs(again.macs_removed - 0.4) <= 0.005 and all(t.allocated for t in again.search.trials)
-    with pytest.raises(ConfigError, match="allocation from error ladders meets MAC budgets"):
+    with pytest.raises(ConfigError, match="allocation from error ladders meets MAC and speed-up budgets"):
         prune_to_budget(model, x, target_sparsity=0.5, search=SearchOptions(allocation="ladder"))
 
 
-def test_target_speedup_searches_the_measured_latency():
+@pytest.mark.parametrize("allocation", ["price", "ladder"])
+def test_target_speedup_searches_the_measured_latency(allocation):
     """The search runs on what the latency function measures (here a stand-in that reads the
     weights left, so that the test does not depend on this machine's timing)."""
     model = chain()
@@ -197,24 +200,28 @@ def test_target_speedup_searches_the_measured_latency():
         measured.append(1 - weights(pruned) / weights(model))
         return measured[-1]
 
-    budget = budget_from(None, None, SearchOptions(search_samples=None), target_speedup=2.5)
+    budget = budget_from(None, None, SearchOptions(search_samples=None, allocation=allocation), target_speedup=2.5)
     assert budget.metric == "latency" and budget.target == pytest.approx(0.6) and budget.tolerance == 0.02
-    config = PruneConfig(pricing="macs")
-    _, report = find_budget(budget, config, {"x": x}, lambda feeds, c, say: prune(model, feeds["x"], c),
-                            lambda line: None, latency=latency)
-    assert len(measured) == len(report.search.trials)
-    assert [t.latency_removed for t in report.search.trials] == pytest.approx(measured, abs=1e-4)
+    assert budget.allocated == (allocation == "ladder")
+    config = PruneConfig(pricing="macs", holdout=0)
+    _, report = find_budget(budget, config, {INPUT: x}, partial(prune_once, model), lambda line: None,
+                            latency=latency)
+    timed = [t for t in report.search.trials if t.allocated or allocation == "price"]
+    assert len(measured) == len(timed) and report.search.allocation == allocation
+    assert [t.latency_removed for t in timed] == pytest.approx(measured, abs=1e-4)
     assert abs(report.search.trials[-1].latency_removed - 0.6) <= 0.02
     assert "measured batch-1 speed-up (target 2.5x" in summary(report)
 
 
-def test_prune_to_budget_times_every_trial_of_a_speedup_budget():
+def test_prune_to_budget_times_every_walk_of_a_speedup_budget():
     model = chain()
     x = random_inputs(model, 16)
     # A tolerance wide enough that timing noise on a busy machine cannot fail the search.
     _, report = prune_to_budget(model, x, target_speedup=1.5, search=SearchOptions(tolerance=0.45, max_trials=2))
-    assert report.search.metric == "latency"
-    assert all(-1 < t.latency_removed < 1 for t in report.search.trials)
+    assert report.search.metric == "latency" and report.search.allocation == "ladder"
+    recording, *allocated = report.search.trials
+    assert recording.latency_removed is None and not recording.allocated  # only the pruned-to models are timed
+    assert allocated and all(t.allocated and -1 < t.latency_removed < 1 for t in allocated)
     assert "measured batch-1 speed-up" in summary(report)
 
 

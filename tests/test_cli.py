@@ -132,6 +132,12 @@ def test_help_defaults_are_the_library_defaults():
     assert [SHOWN_DEFAULTS[name] for name in ("scale", "layout")] == [images.scale, images.layout]
     assert [(float(SHOWN_DEFAULTS[name]),) for name in ("mean", "std")] == [images.mean, images.std]  # per channel
     assert tuple(float(b) for b in SHOWN_DEFAULTS["budgets"].split(",")) == DEFAULT_BUDGETS
+    from onnxprune.search.budget import Budget
+
+    assert search.allocation is None  # each metric's own
+    allocated = [m for m in ("params", "macs", "latency") if Budget(m, 0.5).allocated]
+    assert allocated == ["macs", "latency"]
+    assert SHOWN_DEFAULTS["allocation"] == "ladder with --target-macs and --target-speedup, else price"
 
 
 def test_prune_and_sweep_share_their_options():

@@ -24,7 +24,7 @@ SHOWN_DEFAULTS = {
     "tolerance": "0.5; 2 with --target-speedup",  # budget.DEFAULT_TOLERANCE, in percentage points
     "max_trials": "8",  # SearchOptions.max_trials
     "search_samples": "0: all samples",  # SearchOptions.search_samples (None)
-    "allocation": "ladder with --target-macs, else price",  # SearchOptions.allocation (None)
+    "allocation": "ladder with --target-macs and --target-speedup, else price",  # SearchOptions.allocation (None)
     "bench_batch": "64",  # measure.evaluate.BENCH_BATCHES[-1]
     "scale": "1/255",  # calib.images.Preprocessing
     "mean": "0",
@@ -112,9 +112,10 @@ SEARCH = [
                       "without most of the statistics pass), then finish on all of them."
                       + default("search_samples")),
     click.option("--allocation", type=click.Choice(["ladder", "price"]),
-                 help="MAC budgets: 'ladder' records every unit's refit error at each keep count in one walk, "
-                      "allocates the counts that add the least error for the MACs removed, and prunes to them "
-                      "in a second walk; 'price' searches --eps-l2 priced by MACs, as for the other budgets."
+                 help="MAC and speed-up budgets: 'ladder' records every unit's refit error at each keep count "
+                      "in one walk, allocates the counts that add the least error for the MACs removed, and "
+                      "prunes to them in a second walk (a speed-up: more walks, until the measured speed-up "
+                      "is met); 'price' searches --eps-l2 priced by MACs, as for --target-sparsity."
                       + default("allocation")),
 ]
 IMAGES = [

@@ -47,12 +47,13 @@ BUDGET = [
                  help="Budget: remove this fraction of the parameters (0.7 = 70 %). --eps-l2 is searched for "
                       "(starting from its value) until the result is within --tolerance."),
     click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="S",
-                 help="Budget: remove this fraction of the MACs instead (prices --eps-l2 by MACs)."),
+                 help="Budget: remove this fraction of the MACs instead; every layer's keep count is allocated "
+                      "from error ladders recorded at --eps-l2 (see --allocation)."),
     click.option("--target-speedup", type=click.FloatRange(1, min_open=True), metavar="X",
                  help="Budget: make the model X times as fast at batch 1 (or the batch it fixes), as measured "
-                      "with onnxruntime on this machine for every trial (one thread, the original and the "
-                      "trial interleaved; prices --eps-l2 by MACs). Default --tolerance for it: 2 pt of the "
-                      "latency."),
+                      "with onnxruntime on this machine for every pruned model (one thread, the original and "
+                      "the pruned model interleaved); keep counts allocated under a MAC budget that moves until "
+                      "the speed-up is met (see --allocation). Default --tolerance for it: 2 pt of the latency."),
 ]
 MEASURE = [
     click.option("--eval", "eval_path", type=click.Path(path_type=Path), metavar="PATH",

@@ -35,6 +35,7 @@ from onnxprune.report import Report, SearchReport, Trial
 # Steps the greedy looks at per unit: 1, 2, ... this many channels (times the rounding multiple),
 # so that a ladder that falls only after a small rise is not passed over.
 MAX_STEPS = 8
+MAX_AIM = 0.995  # the most of the MACs an allocation aims to remove
 
 
 @dataclass(frozen=True)
@@ -112,45 +113,62 @@ class Ladders:
 AllocatedPrune = Callable[..., tuple[onnx.ModelProto, Report]]
 
 
-def find_allocation(target: float, tolerance: float, max_walks: int, config: PruneConfig,
+def find_allocation(metric: str, target: float, tolerance: float, max_walks: int, config: PruneConfig,
                     feeds: dict[str, np.ndarray], prune_once: AllocatedPrune, say: Callable[[str], None],
-                    recorded: Ladders | None = None) -> tuple[onnx.ModelProto, Report, Ladders]:
-    """Remove ``target`` of the MACs (± ``tolerance``) by allocating every unit's keep count: the
-    model, its report (``report.search`` lists the walks) and the ladders recorded last (a sweep
-    passes them back as ``recorded`` for its next budget, which then skips the first walk)."""
+                    recorded: Ladders | None = None,
+                    latency: Callable[[onnx.ModelProto], float] | None = None) -> tuple[onnx.ModelProto, Report, Ladders]:
+    """Remove ``target`` of the MACs (``metric`` "macs") or of the measured latency ("latency",
+    timed by ``latency``) ± ``tolerance`` by allocating every unit's keep count under a MAC
+    budget: the model, its report (``report.search`` lists the walks) and the ladders recorded
+    last (a sweep passes them back as ``recorded`` for its next budget, which then skips the
+    first walk). The MACs aimed at start at the target and move by a secant on what the walks
+    measured (the constraints' miss for MACs; for latency, how far MACs are from speed)."""
     samples = len(next(iter(feeds.values())))
     trials: list[Trial] = []
 
-    def walk(keep: dict[int, int] | None) -> tuple[onnx.ModelProto, Report, Ladders]:
+    def walk(keep: dict[int, int] | None) -> tuple[onnx.ModelProto, Report, Ladders, float | None]:
         number = len(trials) + 1
         what = "keeping the allocated counts" if keep is not None else f"recording error ladders at eps_l2 {config.eps_l2:g}"
         say(f"budget walk {number}: {what} on {samples} samples")
         started, ladders = time.perf_counter(), Ladders(samples=samples)
         model, report = prune_once(feeds, config, lambda line: say("  " + line), keep_counts=keep, ladders=ladders)
+        measured = round(latency(model), 4) if latency is not None and keep is not None else None
         trials.append(Trial(eps_l2=config.eps_l2, samples=samples, params_removed=round(report.params_removed, 6),
                             macs_removed=round(report.macs_removed, 6),
-                            seconds=round(time.perf_counter() - started, 3), allocated=keep is not None))
-        say(f"budget walk {number}: {report.params_removed:.1%} of the parameters, {report.macs_removed:.1%} of the MACs "
-            f"removed ({trials[-1].seconds:.0f}s)")
-        return model, report, ladders
+                            seconds=round(time.perf_counter() - started, 3), latency_removed=measured,
+                            allocated=keep is not None))
+        speed = "" if measured is None else f"{1 / (1 - measured):.2f}x measured speed-up, "
+        say(f"budget walk {number}: {speed}{report.params_removed:.1%} of the parameters, {report.macs_removed:.1%} of "
+            f"the MACs removed ({trials[-1].seconds:.0f}s)")
+        return model, report, ladders, report.macs_removed if metric == "macs" else measured
 
     ladders = recorded if recorded is not None and recorded.samples == samples else walk(None)[2]
-    aim, best = target, None
     least = {key: math.ceil(config.min_keep * size - 1e-9) for key, size in ladders.macs.size.items()}
+    aims, values, best = [target], [], None
     for _ in range(max_walks):
-        keep = allocate(ladders.errors, ladders.macs, (1 - aim) * ladders.macs.total, least=least,
+        keep = allocate(ladders.errors, ladders.macs, (1 - aims[-1]) * ladders.macs.total, least=least,
                         multiple=config.round_channels)
-        model, report, ladders = walk(keep)
-        if best is None or abs(report.macs_removed - target) < abs(best.macs_removed - target):
-            best = trials[-1]
-        if abs(report.macs_removed - target) <= tolerance:
-            search = SearchReport(metric="macs", target=target, tolerance=tolerance, eps_l2=config.eps_l2,
+        model, report, ladders, value = walk(keep)
+        values.append(value)
+        if best is None or abs(value - target) < abs(best[0] - target):
+            best = (value, trials[-1])
+        if abs(value - target) <= tolerance:
+            search = SearchReport(metric=metric, target=target, tolerance=tolerance, eps_l2=config.eps_l2,
                                   samples=samples, trials=trials, allocation="ladder")
             return model, replace(report, search=search), ladders
-        aim = min(max(aim + target - report.macs_removed, 0.0), 1.0)  # the constraints' miss, aimed off
-    raise BudgetError(f"allocated keep counts removed {best.macs_removed:.1%} of the MACs at best, not {target:.1%} "
-                      f"± {100 * tolerance:g} pt, in {max_walks} walks (the graph's constraints keep channels the "
-                      "allocation dropped; raise --max-trials or --tolerance)", best)
+        aims.append(_next_aim(aims, values, target))
+    what = "of the MACs" if metric == "macs" else "of the latency"
+    raise BudgetError(f"allocated keep counts removed {best[0]:.1%} {what} at best, not {target:.1%} ± "
+                      f"{100 * tolerance:g} pt, in {max_walks} walks (raise --max-trials or --tolerance)", best[1])
+
+
+def _next_aim(aims: list[float], values: list[float], target: float) -> float:
+    """The MAC fraction to aim at next: a secant through the last two walks, else off by the miss."""
+    if len(values) >= 2 and abs(values[-1] - values[-2]) > 1e-6:
+        slope = (aims[-1] - aims[-2]) / (values[-1] - values[-2])
+        if slope > 0:
+            return float(min(max(aims[-1] + slope * (target - values[-1]), 0.0), MAX_AIM))
+    return float(min(max(aims[-1] + target - values[-1], 0.0), MAX_AIM))
 
 
 def _depthwise(node: gs.Node) -> bool:

@@ -51,9 +51,10 @@ class SearchOptions:
         (about a quarter of a VGG-16 prune; the GES solves cost the same), so this pays where
         the forward passes dominate: large images, many samples.
     subset_trials : prunes on the subset at most.
-    allocation : how a MAC budget is met: "ladder", every unit's keep count allocated from its error
-        ladder (search/allocate.py; no subset); "price", ε_L2 priced by MACs and searched as for the
-        other budgets; None (the default): "ladder" for MAC budgets, "price" for the others.
+    allocation : how a MAC or speed-up budget is met: "ladder", every unit's keep count allocated
+        from its error ladder under a MAC budget (search/allocate.py; no subset); "price", ε_L2
+        priced by MACs and searched as for parameter budgets; None (the default): "ladder" for MAC
+        and speed-up budgets, "price" for parameter budgets.
     """
 
     tolerance: float | None = None
@@ -87,9 +88,9 @@ class Budget:
             raise ConfigError(f"budget metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not 0 < self.target < 1:
             raise ConfigError(f"a target fraction removed must be in (0, 1), got {self.target}")
-        if self.options.allocation == "ladder" and self.metric != "macs":
-            raise ConfigError(f"allocation from error ladders meets MAC budgets (--target-macs), not a {METRICS[self.metric]} "
-                              "budget")
+        if self.options.allocation == "ladder" and self.metric == "params":
+            raise ConfigError("allocation from error ladders meets MAC and speed-up budgets (--target-macs, "
+                              "--target-speedup), not a parameter budget")
 
     @property
     def tolerance(self) -> float:
@@ -97,8 +98,8 @@ class Budget:
 
     @property
     def allocated(self) -> bool:
-        """Met by allocating keep counts from error ladders (only MAC budgets are)."""
-        return self.options.allocation == "ladder" or (self.options.allocation is None and self.metric == "macs")
+        """Met by allocating keep counts from error ladders (MAC and speed-up budgets; not parameters)."""
+        return self.options.allocation == "ladder" or (self.options.allocation is None and self.metric != "params")
 
     def describe(self) -> str:
         speedup = f"a {1 / (1 - self.target):.3g}x speed-up: " if self.metric == "latency" else ""
@@ -162,8 +163,9 @@ def find_budget(budget: Budget, config: PruneConfig, feeds: dict[str, np.ndarray
     history = history if history is not None else History()
     options, n = budget.options, len(next(iter(feeds.values())))
     if budget.allocated:
-        model, report, history.ladders = find_allocation(budget.target, budget.tolerance, options.max_trials, config,
-                                                         feeds, prune_once, say, history.ladders)
+        model, report, history.ladders = find_allocation(budget.metric, budget.target, budget.tolerance,
+                                                         options.max_trials, config, feeds, prune_once, say,
+                                                         history.ladders, latency)
         return model, report
     if budget.metric == "latency" and latency is None:
         raise ConfigError("a latency budget needs a way to time the pruned models (latency)")

@@ -9,7 +9,7 @@ from onnxprune.graph.io import to_graph
 from onnxprune.graph.shapes import input_sizes, tensor_shapes
 from onnxprune.pruning.once import prune_once
 from onnxprune.pruning.select import Candidates, choose
-from onnxprune.search.allocate import MacModel, allocate
+from onnxprune.search.allocate import CostModel, allocate
 from onnxprune.solve.ges import GesOptions, path_scores, select_channels, solve_ges
 from onnxprune.solve.ladder import error_ladder
 from onnxprune.solve.problem import normalise
@@ -71,40 +71,42 @@ def test_a_keep_count_far_below_ges_own_count_is_ranked_by_a_stronger_solve():
     assert "x eps_l2" in how and set(np.flatnonzero(keep)) == {1, 4, 7}
 
 
-def _mac_model(model, x):
+def _cost_model(model, x, metric="macs"):
     feeds = {model.graph.input[0].name: x}
     shapes = tensor_shapes(model, input_sizes(model, feeds))
     graph = to_graph(model)
     channels = analyse_channels(graph, shapes, frozenset())
-    return MacModel(graph, channels, channels.units()), channels.units()
+    return CostModel(graph, channels, channels.units(), metric), channels.units()
 
 
 @pytest.mark.parametrize("model", [conv_bn_relu_chain((3, 8, 12), seed=1),
                                    build(["residual", "inverted_residual", "plain"], seed=2)],
                          ids=["chain", "residual-depthwise"])
-def test_mac_model_counts_what_a_prune_at_those_counts_leaves(model):
+def test_cost_models_count_what_a_prune_at_those_counts_leaves(model):
     x = random_inputs(model, 64, seed=3)
-    macs, units = _mac_model(model, x)
+    macs, units = _cost_model(model, x, "macs")
+    params, _ = _cost_model(model, x, "params")
     keep = {unit.index: max(1, len(unit.classes) // 2) for unit in units}
     config = PruneConfig(holdout=0, rows_per_layer=2048)
     _, report = prune_once(model, {model.graph.input[0].name: x}, config, lambda _: None, keep_counts=keep)
-    assert macs.total == report.macs_before
-    assert macs.macs(keep) == pytest.approx(report.macs_after, rel=1e-9)
-    assert macs.macs(dict(macs.size)) == pytest.approx(macs.total)
+    assert macs.total == report.macs_before and params.total == report.params_before
+    assert macs.cost(keep) == pytest.approx(report.macs_after, rel=1e-9)
+    assert params.cost(keep) == pytest.approx(report.params_after, rel=1e-9)
+    assert macs.cost(dict(macs.size)) == pytest.approx(macs.total)
 
 
 def test_allocation_takes_the_cheap_errors_first_and_meets_the_budget():
     model = conv_bn_relu_chain((3, 8, 12), seed=1)
-    macs, units = _mac_model(model, random_inputs(model, 8))
+    macs, units = _cost_model(model, random_inputs(model, 8))
     a, b = (unit.index for unit in units)
     # Unit a's channels cost error from the first one on; unit b's last half is free.
     ladders = {a: np.linspace(1.0, 0.0, macs.size[a] + 1),
                b: np.concatenate([np.linspace(1.0, 0.0, macs.size[b] // 2 + 1), np.zeros(macs.size[b] // 2)])}
     target = 0.8 * macs.total
     keep = allocate(ladders, macs, target)
-    assert macs.macs(keep) <= target
+    assert macs.cost(keep) <= target
     # Dropping b's free channels alone meets the budget here, so a keeps all of its own.
-    assert macs.macs({a: macs.size[a], b: macs.size[b] // 2}) <= target
+    assert macs.cost({a: macs.size[a], b: macs.size[b] // 2}) <= target
     assert keep[a] == macs.size[a] and macs.size[b] // 2 <= keep[b] < macs.size[b]
     # A floor is respected, and a budget beyond every floor stops at the floors.
     keep = allocate(ladders, macs, 0.0, least={a: 3, b: 2})

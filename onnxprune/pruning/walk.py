@@ -33,7 +33,7 @@ from onnxprune.ops import RULES, Layer, output_gain
 from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
-from onnxprune.search.allocate import Ladders, MacModel
+from onnxprune.search.allocate import CostModel, Ladders
 from onnxprune.solve.ladder import error_ladder
 from onnxprune.solve.problem import LayerProblem, NormalisedProblem, normalise
 from onnxprune.solve.refit import refit
@@ -64,7 +64,8 @@ class Pruner:
         # where to record each unit's error ladder for one (solve/ladder.py); both optional.
         self.keep_counts, self.ladders = keep_counts, ladders
         if ladders is not None:
-            ladders.macs = MacModel(original, channels, self.units)  # from the channels as analysed, before any removal
+            # From the channels as analysed, before any removal.
+            ladders.cost = CostModel(original, channels, self.units, ladders.metric)
         # Two random streams, so that the look-ahead can be reused by another trial (TrialMemo)
         # without changing the pixels the walk draws.
         walk_seed, lookahead_seed = np.random.SeedSequence(config.seed).spawn(2)

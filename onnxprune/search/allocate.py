@@ -29,47 +29,49 @@ import onnx_graphsurgeon as gs
 from onnxprune.config import PruneConfig
 from onnxprune.errors import BudgetError
 from onnxprune.graph.channels import ChannelGraph, Unit
+from onnxprune.measure.counts import count_params
 from onnxprune.ops import node_macs
 from onnxprune.report import Report, SearchReport, Trial
 
 # Steps the greedy looks at per unit: 1, 2, ... this many channels (times the rounding multiple),
 # so that a ladder that falls only after a small rise is not passed over.
 MAX_STEPS = 8
-MAX_AIM = 0.995  # the most of the MACs an allocation aims to remove
+MAX_AIM = 0.995  # the most of the MACs (or parameters) an allocation aims to remove
 
 
 @dataclass(frozen=True)
 class _Term:
-    """A node's MACs as macs * fraction(in) * fraction(out); each fraction is fixed + sum coef_u * k_u."""
+    """A piece of the cost as cost * fraction(in) * fraction(out); each fraction is fixed + sum coef_u * k_u."""
 
-    macs: float
-    inputs: tuple[float, dict[int, float]] | None  # None: the input side does not scale (depthwise)
+    cost: float
+    inputs: tuple[float, dict[int, float]] | None  # None: it does not scale with the input channels
     outputs: tuple[float, dict[int, float]]
 
 
-class MacModel:
-    """The model's MACs for single sample as a function of every unit's keep count."""
+class CostModel:
+    """The model's MACs for a single sample (``metric`` "macs") or its parameters ("params") as a
+    function of every unit's keep count."""
 
-    def __init__(self, graph: gs.Graph, channels: ChannelGraph, units: list[Unit]) -> None:
+    def __init__(self, graph: gs.Graph, channels: ChannelGraph, units: list[Unit], metric: str = "macs") -> None:
         owner = {int(c): unit.index for unit in units for c in unit.classes}
         self.size = {unit.index: len(unit.classes) for unit in units}
         self.terms: list[_Term] = []
-        self.base = 0.0  # MACs no unit changes
+        self.base = 0.0  # what no unit changes
         self.terms_of: dict[int, list[int]] = {unit.index: [] for unit in units}
-        for node in graph.nodes:
-            macs = float(node_macs(node, channels.shapes))
-            if macs <= 0:
-                continue
-            inputs = None if _depthwise(node) else self._fraction(channels, node.inputs[0].name, owner)
-            outputs = self._fraction(channels, node.outputs[0].name, owner)
+        pieces = _mac_pieces(graph, channels) if metric == "macs" else _param_pieces(channels)
+        for cost, inputs, outputs in pieces:
+            inputs = None if inputs is None else self._fraction(channels, inputs, owner)
+            outputs = self._fraction(channels, outputs, owner)
             touched = set(outputs[1]) | (set(inputs[1]) if inputs is not None else set())
             if not touched:
-                self.base += macs
+                self.base += cost
                 continue
             for key in touched:
                 self.terms_of[key].append(len(self.terms))
-            self.terms.append(_Term(macs, inputs, outputs))
-        self.total = self.base + sum(t.macs for t in self.terms)
+            self.terms.append(_Term(cost, inputs, outputs))
+        if metric == "params":  # every other constant: counted as the report counts them
+            self.base += count_params(graph) - sum(cost for cost, _, _ in _param_pieces(channels))
+        self.total = self.base + sum(t.cost for t in self.terms)
 
     def _fraction(self, channels: ChannelGraph, tensor: str, owner: dict[int, int]) -> tuple[float, dict[int, float]]:
         classes = channels.classes(tensor)
@@ -83,29 +85,60 @@ class MacModel:
         fixed = (classes.size - sum(counts.values())) / classes.size
         return fixed, {key: count / classes.size / self.size[key] for key, count in counts.items()}
 
-    def term_macs(self, index: int, keep: dict[int, int]) -> float:
+    def term_cost(self, index: int, keep: dict[int, int]) -> float:
         term = self.terms[index]
 
         def fraction(side):
             fixed, coef = side
             return fixed + sum(c * keep[key] for key, c in coef.items())
-        return term.macs * (1.0 if term.inputs is None else fraction(term.inputs)) * fraction(term.outputs)
+        return term.cost * (1.0 if term.inputs is None else fraction(term.inputs)) * fraction(term.outputs)
 
-    def macs(self, keep: dict[int, int]) -> float:
-        return self.base + sum(self.term_macs(i, keep) for i in range(len(self.terms)))
+    def cost(self, keep: dict[int, int]) -> float:
+        return self.base + sum(self.term_cost(i, keep) for i in range(len(self.terms)))
 
-    def unit_macs(self, key: int, keep: dict[int, int]) -> float:
-        """The MACs of the terms the unit's count changes."""
-        return sum(self.term_macs(i, keep) for i in self.terms_of[key])
+    def unit_cost(self, key: int, keep: dict[int, int]) -> float:
+        """The cost of the terms the unit's count changes."""
+        return sum(self.term_cost(i, keep) for i in self.terms_of[key])
+
+
+Piece = tuple[float, str | None, str]  # (cost, input tensor it scales with or None, output tensor)
+
+
+def _mac_pieces(graph: gs.Graph, channels: ChannelGraph) -> list[Piece]:
+    """Every node's MACs, with the tensors whose channels they scale with."""
+    pieces = []
+    for node in graph.nodes:
+        macs = float(node_macs(node, channels.shapes))
+        if macs > 0:
+            pieces.append((macs, None if _depthwise(node) else node.inputs[0].name, node.outputs[0].name))
+    return pieces
+
+
+def _param_pieces(channels: ChannelGraph) -> list[Piece]:
+    """The parameters that channels control: each layer's weight (input and output channels) and
+    bias, and the per-channel constants along the way (a BatchNormalization's, a depthwise or
+    transposed convolution's weight), as ChannelGraph.params_controlled finds them."""
+    pieces = []
+    for layer in channels.layers:
+        node = layer.node
+        pieces.append((float(layer.weight.size), node.inputs[0].name, node.outputs[0].name))
+        if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+            pieces.append((float(np.asarray(node.inputs[2].values).size), None, node.outputs[0].name))
+    for name, coupling in channels.couplings.items():
+        node = channels.nodes[name]
+        for constant, _ in coupling.params:
+            pieces.append((float(np.asarray(constant.values).size), None, node.outputs[0].name))
+    return pieces
 
 
 @dataclass
 class Ladders:
     """What a walk records for an allocation (``prune_once(ladders=...)``): each unit's error
-    ladder, by unit index, and the MAC model of those units."""
+    ladder, by unit index, and the cost model (``metric``: "macs" or "params") of those units."""
 
+    metric: str = "macs"
     errors: dict[int, np.ndarray] = field(default_factory=dict)
-    macs: MacModel | None = None
+    cost: CostModel | None = None
     samples: int = 0  # calibration samples of the walk that recorded them
 
 
@@ -117,12 +150,13 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
                     feeds: dict[str, np.ndarray], prune_once: AllocatedPrune, say: Callable[[str], None],
                     recorded: Ladders | None = None,
                     latency: Callable[[onnx.ModelProto], float] | None = None) -> tuple[onnx.ModelProto, Report, Ladders]:
-    """Remove ``target`` of the MACs (``metric`` "macs") or of the measured latency ("latency",
-    timed by ``latency``) ± ``tolerance`` by allocating every unit's keep count under a MAC
-    budget: the model, its report (``report.search`` lists the walks) and the ladders recorded
-    last (a sweep passes them back as ``recorded`` for its next budget, which then skips the
-    first walk). The MACs aimed at start at the target and move by a secant on what the walks
-    measured (the constraints' miss for MACs; for latency, how far MACs are from speed)."""
+    """Remove ``target`` of the MACs (``metric`` "macs"), of the parameters ("params") or of the
+    measured latency ("latency", timed by ``latency``) ± ``tolerance`` by allocating every unit's
+    keep count under a budget of MACs (parameters for "params"): the model, its report
+    (``report.search`` lists the walks) and the ladders recorded last (a sweep passes them back as
+    ``recorded`` for its next budget, which then skips the first walk). The fraction aimed at
+    starts at the target and moves by a secant on what the walks measured (the constraints' miss;
+    for latency, how far MACs are from speed)."""
     samples = len(next(iter(feeds.values())))
     trials: list[Trial] = []
 
@@ -130,7 +164,7 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
         number = len(trials) + 1
         what = "keeping the allocated counts" if keep is not None else f"recording error ladders at eps_l2 {config.eps_l2:g}"
         say(f"budget walk {number}: {what} on {samples} samples")
-        started, ladders = time.perf_counter(), Ladders(samples=samples)
+        started, ladders = time.perf_counter(), Ladders(metric=counted, samples=samples)
         model, report = prune_once(feeds, config, lambda line: say("  " + line), keep_counts=keep, ladders=ladders)
         measured = round(latency(model), 4) if latency is not None and keep is not None else None
         trials.append(Trial(eps_l2=config.eps_l2, samples=samples, params_removed=round(report.params_removed, 6),
@@ -140,13 +174,16 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
         speed = "" if measured is None else f"{1 / (1 - measured):.2f}x measured speed-up, "
         say(f"budget walk {number}: {speed}{report.params_removed:.1%} of the parameters, {report.macs_removed:.1%} of "
             f"the MACs removed ({trials[-1].seconds:.0f}s)")
-        return model, report, ladders, report.macs_removed if metric == "macs" else measured
+        value = {"macs": report.macs_removed, "params": report.params_removed}.get(metric, measured)
+        return model, report, ladders, value
 
-    ladders = recorded if recorded is not None and recorded.samples == samples else walk(None)[2]
-    least = {key: math.ceil(config.min_keep * size - 1e-9) for key, size in ladders.macs.size.items()}
+    counted = "params" if metric == "params" else "macs"  # what the allocation's budget counts
+    usable = recorded is not None and recorded.samples == samples and recorded.metric == counted
+    ladders = recorded if usable else walk(None)[2]
+    least = {key: math.ceil(config.min_keep * size - 1e-9) for key, size in ladders.cost.size.items()}
     aims, values, best = [target], [], None
     for _ in range(max_walks):
-        keep = allocate(ladders.errors, ladders.macs, (1 - aims[-1]) * ladders.macs.total, least=least,
+        keep = allocate(ladders.errors, ladders.cost, (1 - aims[-1]) * ladders.cost.total, least=least,
                         multiple=config.round_channels)
         model, report, ladders, value = walk(keep)
         values.append(value)
@@ -157,13 +194,13 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
                                   samples=samples, trials=trials, allocation="ladder")
             return model, replace(report, search=search), ladders
         aims.append(_next_aim(aims, values, target))
-    what = "of the MACs" if metric == "macs" else "of the latency"
+    what = {"macs": "of the MACs", "params": "of the parameters"}.get(metric, "of the latency")
     raise BudgetError(f"allocated keep counts removed {best[0]:.1%} {what} at best, not {target:.1%} ± "
                       f"{100 * tolerance:g} pt, in {max_walks} walks (raise --max-trials or --tolerance)", best[1])
 
 
 def _next_aim(aims: list[float], values: list[float], target: float) -> float:
-    """The MAC fraction to aim at next: a secant through the last two walks, else off by the miss."""
+    """The fraction to aim at next: a secant through the last two walks, else off by the miss."""
     if len(values) >= 2 and abs(values[-1] - values[-2]) > 1e-6:
         slope = (aims[-1] - aims[-2]) / (values[-1] - values[-2])
         if slope > 0:
@@ -179,52 +216,52 @@ def _depthwise(node: gs.Node) -> bool:
     return node.attrs.get("group", 1) > 1 and weight.ndim > 1 and weight.shape[1] == 1
 
 
-def allocate(ladders: dict[int, np.ndarray], model: MacModel, target_macs: float, *,
+def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
              least: dict[int, int] | None = None, multiple: int = 1) -> dict[int, int]:
     """Keep counts per unit (of its prunable channels) whose summed ladder error is smallest,
-    greedily, with the model's MACs at most ``target_macs`` (or as close as ``least``, the
-    fewest each unit may keep, allows). Units without a ladder keep every channel."""
+    greedily, with the model's cost at most ``budget`` (or as close as ``least``, the fewest each
+    unit may keep, allows). Units without a ladder keep every channel."""
     keep = dict(model.size)
     least = least or {}
     floor = {key: max(1, least.get(key, 1)) for key in keep}
-    # A step changes the MACs of the units that share a node with it: only their best steps move.
+    # A step changes the cost of the units that share a term with it: only their best steps move.
     neighbours = {key: {other for other in ladders if set(model.terms_of[other]) & set(model.terms_of[key])}
                   for key in ladders}
     best = {key: _best_step(key, ladders[key], model, keep, floor[key], multiple) for key in ladders}
-    macs = model.macs(keep)
-    while macs > target_macs:
+    cost = model.cost(keep)
+    while cost > budget:
         options = [(step[0], key) for key, step in best.items() if step is not None]
         if not options:
             break  # every unit at its floor: the closest the ladders allow
         _, key = min(options)
         _, new, saved = best[key]
-        if macs - saved <= target_macs:  # the last step: no further down than the budget needs
+        if cost - saved <= budget:  # the last step: no further down than the budget needs
             steps = (_rounded_down(keep[key], j * multiple, multiple) for j in range(1, MAX_STEPS + 1))
-            new = next(k for k in steps if k <= new or model.macs({**keep, key: k}) <= target_macs)
+            new = next(k for k in steps if k <= new or model.cost({**keep, key: k}) <= budget)
             keep[key] = new
             break
         keep[key] = new
-        macs -= saved
+        cost -= saved
         for other in neighbours[key]:
             best[other] = _best_step(other, ladders[other], model, keep, floor[other], multiple)
     return keep
 
 
-def _best_step(key: int, ladder: np.ndarray, model: MacModel, keep: dict[int, int], floor: int,
+def _best_step(key: int, ladder: np.ndarray, model: CostModel, keep: dict[int, int], floor: int,
                multiple: int) -> tuple[float, int, float] | None:
-    """The unit's cheapest step down: (error added per MAC removed, new count, MACs removed)."""
+    """The unit's cheapest step down: (error added per unit of cost removed, new count, cost removed)."""
     k, best = keep[key], None
-    current = model.unit_macs(key, keep)
+    current = model.unit_cost(key, keep)
     for step in range(1, MAX_STEPS + 1):
         new = _rounded_down(k, step * multiple, multiple)
         if new < floor:
             break
-        saved = current - model.unit_macs(key, {**keep, key: new})
+        saved = current - model.unit_cost(key, {**keep, key: new})
         if saved <= 0:
             continue
-        cost = max(float(ladder[new] - ladder[k]), 0.0) / saved
-        if best is None or cost < best[0]:
-            best = (cost, new, saved)
+        price = max(float(ladder[new] - ladder[k]), 0.0) / saved
+        if best is None or price < best[0]:
+            best = (price, new, saved)
     return best
 
 

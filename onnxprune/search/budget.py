@@ -51,10 +51,10 @@ class SearchOptions:
         (about a quarter of a VGG-16 prune; the GES solves cost the same), so this pays where
         the forward passes dominate: large images, many samples.
     subset_trials : prunes on the subset at most.
-    allocation : how a MAC or speed-up budget is met: "ladder", every unit's keep count allocated
-        from its error ladder under a MAC budget (search/allocate.py; no subset); "price", ε_L2
-        priced by MACs and searched as for parameter budgets; None (the default): "ladder" for MAC
-        and speed-up budgets, "price" for parameter budgets.
+    allocation : how a budget is met: "ladder", every unit's keep count allocated from its error
+        ladder under a budget of MACs (of parameters for a parameter budget; search/allocate.py; no
+        subset); "price", ε_L2 searched (priced by MACs for MAC and speed-up budgets); None (the
+        default): "ladder" for MAC and speed-up budgets, "price" for parameter budgets.
     """
 
     tolerance: float | None = None
@@ -88,9 +88,6 @@ class Budget:
             raise ConfigError(f"budget metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not 0 < self.target < 1:
             raise ConfigError(f"a target fraction removed must be in (0, 1), got {self.target}")
-        if self.options.allocation == "ladder" and self.metric == "params":
-            raise ConfigError("allocation from error ladders meets MAC and speed-up budgets (--target-macs, "
-                              "--target-speedup), not a parameter budget")
 
     @property
     def tolerance(self) -> float:
@@ -98,7 +95,7 @@ class Budget:
 
     @property
     def allocated(self) -> bool:
-        """Met by allocating keep counts from error ladders (MAC and speed-up budgets; not parameters)."""
+        """Met by allocating keep counts from error ladders (by default MAC and speed-up budgets)."""
         return self.options.allocation == "ladder" or (self.options.allocation is None and self.metric != "params")
 
     def describe(self) -> str:

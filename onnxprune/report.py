@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 
 # LayerReport.kept's reason when nothing forced the channels to stay: the selector chose them all.
-KEPT_BY_SELECTION = "the selector kept every channel at this strength (eps_l2 or keep fraction)"
+KEPT_BY_SELECTION = "the selector kept every channel at this strength (eps_l2, keep fraction or allocated count)"
 # ... and when it did not, but a grouped Conv reading them needs every group to lose the same count.
 KEPT_BY_GROUPS = ("the selector dropped some, but a grouped Conv reading them must lose the same count in every "
                   "group, and the nearest such decision keeps them all")

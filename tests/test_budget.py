@@ -188,6 +188,17 @@ def test_target_macs_allocates_keep_counts_from_error_ladders():
     assert params.search.metric == "params" and "of the parameters removed (target 50.0% ± 2 pt)" in summary(params)
 
 
+def test_an_allocation_that_cannot_reach_the_budget_stops_with_the_closest():
+    model = chain()
+    x = random_inputs(model, 32)
+    walks = []
+    with pytest.raises(BudgetError, match=r"allocated keep counts removed .* of the MACs at best, not 99.0%") as error:
+        prune_to_budget(model, x, target_macs=0.99, progress=walks.append, rows_per_layer=2048)
+    assert error.value.closest is not None and error.value.closest.allocated
+    # Every unit down to one channel at the second walk: no further walk can come closer.
+    assert sum(line.startswith("budget walk") and "removed" in line for line in walks) < 8
+
+
 @pytest.mark.parametrize("allocation", ["price", "ladder"])
 def test_target_speedup_searches_the_measured_latency(allocation):
     """The search runs on what the latency function measures (here a stand-in that reads the

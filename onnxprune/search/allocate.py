@@ -1,4 +1,4 @@
-"""Allocation under a MAC budget: every unit's keep count chosen at once from its error ladder.
+"""Allocation under a MAC (or parameter) budget: every unit's keep count chosen at once from its error ladder.
 
 One global ε_L2 prices every unit's channels alike (up to the MAC pricing's factor), whatever a
 channel's error costs there. Here each unit instead brings its ladder (solve/ladder.py: the refit's
@@ -181,10 +181,13 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
     usable = recorded is not None and recorded.samples == samples and recorded.metric == counted
     ladders = recorded if usable else walk(None)[2]
     least = {key: math.ceil(config.min_keep * size - 1e-9) for key, size in ladders.cost.size.items()}
-    aims, values, best = [target], [], None
+    aims, values, best, walked = [target], [], None, []
     for _ in range(max_walks):
         keep = allocate(ladders.errors, ladders.cost, (1 - aims[-1]) * ladders.cost.total, least=least,
                         multiple=config.round_channels)
+        if keep in walked:  # the aim moved, the counts did not: another walk would repeat one
+            break
+        walked.append(keep)
         model, report, ladders, value = walk(keep)
         values.append(value)
         if best is None or abs(value - target) < abs(best[0] - target):
@@ -195,8 +198,11 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
             return model, replace(report, search=search), ladders
         aims.append(_next_aim(aims, values, target))
     what = {"macs": "of the MACs", "params": "of the parameters"}.get(metric, "of the latency")
+    why = (f"in {max_walks} walks (raise --max-trials or --tolerance)" if len(walked) == max_walks
+           else "and no other counts come closer (a channel moves it by more than the tolerance, or every "
+                "prunable channel is already gone)")
     raise BudgetError(f"allocated keep counts removed {best[0]:.1%} {what} at best, not {target:.1%} ± "
-                      f"{100 * tolerance:g} pt, in {max_walks} walks (raise --max-trials or --tolerance)", best[1])
+                      f"{100 * tolerance:g} pt, {why}", best[1])
 
 
 def _next_aim(aims: list[float], values: list[float], target: float) -> float:

@@ -241,16 +241,30 @@ def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
             break  # every unit at its floor: the closest the ladders allow
         _, key = min(options)
         _, new, saved = best[key]
-        if cost - saved <= budget:  # the last step: no further down than the budget needs
-            steps = (_rounded_down(keep[key], j * multiple, multiple) for j in range(1, MAX_STEPS + 1))
-            new = next(k for k in steps if k <= new or model.cost({**keep, key: k}) <= budget)
-            keep[key] = new
+        if cost - saved <= budget:
+            # The last step: of every unit's steps that meet the budget, the one that leaves the most
+            # (steps of wide layers can jump well past the budget; the error per MAC matters less
+            # than landing on it).
+            finishing = [(model.cost(counts), counts) for counts in _single_steps(keep, floor, multiple, ladders)]
+            keep = max((c for c in finishing if c[0] <= budget), key=lambda c: c[0], default=(None, {**keep, key: new}))[1]
             break
         keep[key] = new
         cost -= saved
         for other in neighbours[key]:
             best[other] = _best_step(other, ladders[other], model, keep, floor[other], multiple)
     return keep
+
+
+def _single_steps(keep: dict[int, int], floor: dict[int, int], multiple: int, units) -> list[dict[int, int]]:
+    """The counts after one step (1 to MAX_STEPS channels, or multiples) of one of the units."""
+    steps = []
+    for key in units:
+        for j in range(1, MAX_STEPS + 1):
+            new = _rounded_down(keep[key], j * multiple, multiple)
+            if new < floor[key]:
+                break
+            steps.append({**keep, key: new})
+    return steps
 
 
 def _best_step(key: int, ladder: np.ndarray, model: CostModel, keep: dict[int, int], floor: int,

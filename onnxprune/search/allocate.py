@@ -245,8 +245,8 @@ def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
             # The last step: of every unit's steps that meet the budget, the one that leaves the most
             # (steps of wide layers can jump well past the budget; the error per MAC matters less
             # than landing on it).
-            finishing = [(model.cost(counts), counts) for counts in _single_steps(keep, floor, multiple, ladders)]
-            keep = max((c for c in finishing if c[0] <= budget), key=lambda c: c[0], default=(None, {**keep, key: new}))[1]
+            meeting = [(model.cost(counts), counts) for counts in _single_steps(keep, floor, multiple, ladders)]
+            keep = max((m for m in meeting if m[0] <= budget), key=lambda m: m[0], default=(0.0, {**keep, key: new}))[1]
             break
         keep[key] = new
         cost -= saved
@@ -255,16 +255,20 @@ def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
     return keep
 
 
+def _counts_down(k: int, floor: int, multiple: int) -> list[int]:
+    """The counts one step below k: 1 to MAX_STEPS channels (or multiples of ``multiple``), not under ``floor``."""
+    counts = []
+    for j in range(1, MAX_STEPS + 1):
+        new = _rounded_down(k, j * multiple, multiple)
+        if new < floor:
+            break
+        counts.append(new)
+    return counts
+
+
 def _single_steps(keep: dict[int, int], floor: dict[int, int], multiple: int, units) -> list[dict[int, int]]:
-    """The counts after one step (1 to MAX_STEPS channels, or multiples) of one of the units."""
-    steps = []
-    for key in units:
-        for j in range(1, MAX_STEPS + 1):
-            new = _rounded_down(keep[key], j * multiple, multiple)
-            if new < floor[key]:
-                break
-            steps.append({**keep, key: new})
-    return steps
+    """The counts after one step of one of the units."""
+    return [{**keep, key: new} for key in units for new in _counts_down(keep[key], floor[key], multiple)]
 
 
 def _best_step(key: int, ladder: np.ndarray, model: CostModel, keep: dict[int, int], floor: int,
@@ -272,10 +276,7 @@ def _best_step(key: int, ladder: np.ndarray, model: CostModel, keep: dict[int, i
     """The unit's cheapest step down: (error added per unit of cost removed, new count, cost removed)."""
     k, best = keep[key], None
     current = model.unit_cost(key, keep)
-    for step in range(1, MAX_STEPS + 1):
-        new = _rounded_down(k, step * multiple, multiple)
-        if new < floor:
-            break
+    for new in _counts_down(k, floor, multiple):
         saved = current - model.unit_cost(key, {**keep, key: new})
         if saved <= 0:
             continue

@@ -184,7 +184,7 @@ def find_allocation(metric: str, target: float, tolerance: float, max_walks: int
     aims, values, best, walked = [target], [], None, []
     for _ in range(max_walks):
         keep = allocate(ladders.errors, ladders.cost, (1 - aims[-1]) * ladders.cost.total, least=least,
-                        multiple=config.round_channels)
+                        multiple=config.round_channels, slack=tolerance * ladders.cost.total)
         if keep in walked:  # the aim moved, the counts did not: another walk would repeat one
             break
         walked.append(keep)
@@ -223,10 +223,11 @@ def _depthwise(node: gs.Node) -> bool:
 
 
 def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
-             least: dict[int, int] | None = None, multiple: int = 1) -> dict[int, int]:
+             least: dict[int, int] | None = None, multiple: int = 1, slack: float = math.inf) -> dict[int, int]:
     """Keep counts per unit (of its prunable channels) whose summed ladder error is smallest,
-    greedily, with the model's cost at most ``budget`` (or as close as ``least``, the fewest each
-    unit may keep, allows). Units without a ladder keep every channel."""
+    greedily, with the model's cost at most ``budget`` and, if a step allows, at least ``budget``
+    - ``slack`` (or as close as ``least``, the fewest each unit may keep, allows). Units without a
+    ladder keep every channel."""
     keep = dict(model.size)
     least = least or {}
     floor = {key: max(1, least.get(key, 1)) for key in keep}
@@ -242,11 +243,7 @@ def allocate(ladders: dict[int, np.ndarray], model: CostModel, budget: float, *,
         _, key = min(options)
         _, new, saved = best[key]
         if cost - saved <= budget:
-            # The last step: of every unit's steps that meet the budget, the one that leaves the most
-            # (steps of wide layers can jump well past the budget; the error per MAC matters less
-            # than landing on it).
-            meeting = [(model.cost(counts), counts) for counts in _single_steps(keep, floor, multiple, ladders)]
-            keep = max((m for m in meeting if m[0] <= budget), key=lambda m: m[0], default=(0.0, {**keep, key: new}))[1]
+            keep = _last_step(keep, key, new, model, budget, slack, floor, multiple, ladders)
             break
         keep[key] = new
         cost -= saved
@@ -264,6 +261,25 @@ def _counts_down(k: int, floor: int, multiple: int) -> list[int]:
             break
         counts.append(new)
     return counts
+
+
+def _last_step(keep: dict[int, int], key: int, new: int, model: CostModel, budget: float, slack: float,
+               floor: dict[int, int], multiple: int, ladders: dict[int, np.ndarray]) -> dict[int, int]:
+    """The counts after the step that meets the budget: the cheapest step's smallest count that
+    does; if that lands more than ``slack`` under the budget (a wide layer's channel can be worth
+    more than the tolerance), the step of any unit within the slack that adds the least error;
+    failing that, the one that lands closest."""
+    trimmed = next(counts for counts in ({**keep, key: k} for k in _counts_down(keep[key], floor[key], multiple))
+                   if counts[key] <= new or model.cost(counts) <= budget)
+    if model.cost(trimmed) >= budget - slack:
+        return trimmed
+    meeting = [(model.cost(counts), counts) for counts in _single_steps(keep, floor, multiple, ladders)]
+    meeting = [(c, counts) for c, counts in meeting if c <= budget]
+    close = [(sum(float(ladders[u][counts[u]] - ladders[u][keep[u]]) for u in ladders), counts)
+             for c, counts in meeting if c >= budget - slack]
+    if close:
+        return min(close, key=lambda e: e[0])[1]
+    return max(meeting, key=lambda m: m[0], default=(0.0, trimmed))[1]
 
 
 def _single_steps(keep: dict[int, int], floor: dict[int, int], multiple: int, units) -> list[dict[int, int]]:

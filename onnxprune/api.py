@@ -112,9 +112,11 @@ def prune_to_budget(model: ModelSource, calib: Calibration, config: PruneConfig 
                     **overrides) -> PruneResult:
     """Prune to a budget: the fraction of the parameters (``target_sparsity``) or of the MACs
     (``target_macs``) to remove, or a speed-up (``target_speedup``, 2 = twice as fast: every trial's
-    batch-1 onnxruntime latency measured on this machine against the original's). eps_l2 is
-    searched for, from ``config.eps_l2`` on, until the pruned model is within ``search.tolerance``
-    of the target (``Report.search`` lists the trials); a budget that cannot be met raises
+    batch-1 onnxruntime latency measured on this machine against the original's). A MAC or
+    speed-up budget allocates every unit's keep count from error ladders recorded at
+    ``config.eps_l2`` (``search.allocation``, search/allocate.py); a parameter budget searches
+    eps_l2 from ``config.eps_l2`` on. Either stops within ``search.tolerance`` of the target
+    (``Report.search`` lists the walks or trials); a budget that cannot be met raises
     :class:`onnxprune.BudgetError`, which names the closest fraction reached. A MAC or speed-up
     budget prices eps_l2 by MACs (``pricing``) unless told otherwise.
 

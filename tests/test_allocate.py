@@ -9,7 +9,8 @@ from onnxprune.graph.io import to_graph
 from onnxprune.graph.shapes import input_sizes, tensor_shapes
 from onnxprune.pruning.once import prune_once
 from onnxprune.pruning.select import Candidates, choose
-from onnxprune.search.allocate import CostModel, allocate
+from onnxprune.pruning.costs import CostModel
+from onnxprune.search.allocate import allocate
 from onnxprune.solve.ges import GesOptions, path_scores, select_channels, solve_ges
 from onnxprune.solve.ladder import error_ladder
 from onnxprune.solve.problem import normalise

@@ -23,7 +23,7 @@ from onnxprune.pruning.allocation import unit_eps_l2
 from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.readers import give_readers_own_channels, settle_selections
 from onnxprune.pruning.walk import Pruner, UnitEps
-from onnxprune.search.allocate import Ladders
+from onnxprune.pruning.costs import Ladders
 from onnxprune.report import KEPT_BY_GROUPS, KEPT_BY_SELECTION, LayerReport, Report
 
 

@@ -33,7 +33,7 @@ from onnxprune.ops import RULES, Layer, output_gain
 from onnxprune.pruning.reuse import TrialMemo
 from onnxprune.pruning.rewrite import remove_classes, set_weights
 from onnxprune.pruning.select import Candidates, choose
-from onnxprune.search.allocate import CostModel, Ladders
+from onnxprune.pruning.costs import CostModel, Ladders
 from onnxprune.solve.ladder import error_ladder
 from onnxprune.solve.problem import LayerProblem, NormalisedProblem, normalise
 from onnxprune.solve.refit import refit

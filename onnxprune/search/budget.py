@@ -25,7 +25,8 @@ from onnxprune.calib.data import subset_indices
 from onnxprune.config import PruneConfig
 from onnxprune.errors import BudgetError, ConfigError
 from onnxprune.report import Report, SearchReport, Trial
-from onnxprune.search.allocate import Ladders, find_allocation
+from onnxprune.pruning.costs import Ladders
+from onnxprune.search.allocate import find_allocation
 
 METRICS = {"params": "parameters", "macs": "MACs", "latency": "batch-1 latency"}
 ALLOCATIONS = ("ladder", "price")  # see SearchOptions.allocation

@@ -63,7 +63,7 @@ class GesResult:
     converged: bool
     # Every channel, most important first: those still active at the end by weight, then the
     # others by how long they stayed active and their weight when they left (a path's order).
-    order: np.ndarray | None = None
+    order: np.ndarray
 
 
 def initial_weights(problems: list[NormalisedProblem]) -> np.ndarray:
@@ -389,8 +389,7 @@ def path_scores(result: GesResult) -> np.ndarray:
     """The channel weights, with the channels GES dropped ranked below every live one in the
     order they left (negative, so no threshold keeps them): a full ranking for a keep count."""
     scores = result.weights.astype(np.float64, copy=True)
-    order = np.arange(scores.size) if result.order is None else result.order
-    dropped = order[scores[order] <= 0]
+    dropped = result.order[scores[result.order] <= 0]
     scores[dropped] = -np.arange(1, dropped.size + 1) / max(dropped.size, 1)
     return scores
 

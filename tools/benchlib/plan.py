@@ -6,11 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = {  # file stem in ../shared/models -> label, default budgets (eps_l2), the paper's claim
-    "lenet5_mnist": {"label": "LeNet-5 / MNIST", "budgets": (0.8, 2.0, 4.0), "paper": (0.55, 0.84)},
-    "vgg16_cifar10": {"label": "VGG-16 / CIFAR-10", "budgets": (0.4, 0.8, 1.2), "paper": (0.73, 0.89)},
-    "resnet18_cifar10": {"label": "ResNet-18 / CIFAR-10", "budgets": (0.4, 0.8, 1.6), "paper": (0.73, 0.89)},
+# file stem in ../shared/models -> label, default budgets (eps_l2), MAC targets (fraction of the MACs
+# removed, GES through --target-macs), the paper's claim
+MODELS = {
+    "lenet5_mnist": {"label": "LeNet-5 / MNIST", "budgets": (0.8, 2.0, 4.0), "mac_targets": (), "paper": (0.55, 0.84)},
+    "vgg16_cifar10": {"label": "VGG-16 / CIFAR-10", "budgets": (0.4, 0.8, 1.2), "mac_targets": (0.6,),
+                      "paper": (0.73, 0.89)},
+    "resnet18_cifar10": {"label": "ResNet-18 / CIFAR-10", "budgets": (0.4, 0.8, 1.6), "mac_targets": (0.5,),
+                         "paper": (0.73, 0.89)},
 }
+# What a point matches every method on: "params", the parameters GES removes at an eps_l2 (draw 0);
+# "macs", a fraction of the MACs removed, the target itself (GES meets it by allocation).
+MATCHES = ("params", "macs")
 PAPER_LOSS = (0.1, 0.5)  # pt of top-1, for the sparsities above (Barisin & Horenko 2024)
 METHODS = {  # name -> (label, ratio knob or None)
     "ges": ("GES + reconstruction (onnxprune)", None),
@@ -23,13 +30,32 @@ SHORT = {"ges": "GES + recon.", "l1": "L1 + recon.", "lasso": "LASSO + recon.",
          "onnxsim-l2": "onnxsim L2", "onnxsim-wanda": "onnxsim Wanda"}
 DRAWS = 3
 SAMPLES = 1024
-MATCH_TOL = 0.01  # matched parameter reduction: within +-1 pt of GES's
+MATCH_TOL = 0.01  # matched reduction: within +-1 pt of the target
 KNOB_MAX = 0.99  # the most a peer's knob may drop
 BATCHES = (1, 64)
 
 
-def run_key(method: str, budget: float, draw: int) -> str:
-    return f"{method}|eps_l2={budget:g}|draw={draw}"
+def run_key(method: str, budget: float, draw: int, match: str = "params") -> str:
+    return f"{method}|{point_key(budget, match)}|draw={draw}"
+
+
+def point_key(budget: float, match: str = "params") -> str:
+    """'eps_l2=0.8' for a parameter-matched point, 'macs=0.5' for a MAC-matched one."""
+    return f"{'eps_l2' if match == 'params' else 'macs'}={budget:g}"
+
+
+def match_of(run: dict) -> str:
+    """What a cached run was matched on (runs from before MAC matching have no field: parameters)."""
+    return run.get("match", "params")
+
+
+def planned_points(spec: dict) -> list[tuple[str, float]]:
+    """A model's (match, budget) points: its eps_l2 budgets, then its MAC targets."""
+    return [("params", b) for b in spec["budgets"]] + [("macs", t) for t in spec["mac_targets"]]
+
+
+def point_label(match: str, budget: float) -> str:
+    return f"ε_L2 {budget:g}" if match == "params" else f"{100 * budget:g} % of MACs"
 
 
 def match_knob(removed_at: Callable[[float], float], target: float, *, lo: float = 0.0, hi: float = KNOB_MAX,
@@ -72,30 +98,34 @@ def match_knob(removed_at: Callable[[float], float], target: float, *, lo: float
 
 def missing_runs(results: dict[str, dict]) -> list[str]:
     """What the full plan has that the cache does not: one line per (model, budget, methods) with its draws."""
-    draws_of: dict[tuple[str, float, str], list[int]] = {}
+    draws_of: dict[tuple[str, str, str], list[int]] = {}
     for name, spec in MODELS.items():
         runs = results.get(name, {}).get("runs", {})
-        for budget in spec["budgets"]:
+        for match, budget in planned_points(spec):
             for draw in range(DRAWS):
-                missing = [SHORT[m] for m in METHODS if run_key(m, budget, draw) not in runs]
+                missing = [SHORT[m] for m in METHODS if run_key(m, budget, draw, match) not in runs]
                 if missing:
                     which = "all methods" if len(missing) == len(METHODS) else ", ".join(missing)
-                    draws_of.setdefault((spec["label"], budget, which), []).append(draw)
-    out = [f"- {label}, ε_L2 {budget:g}, draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))}: {which}"
-           for (label, budget, which), d in draws_of.items()]
+                    draws_of.setdefault((spec["label"], point_label(match, budget), which), []).append(draw)
+    out = [f"- {label}, {point}, draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))}: {which}"
+           for (label, point, which), d in draws_of.items()]
     return (["Not run yet:", "", *out] if out else ["Every run of the plan is in the cache."])
 
 
 def coverage(results: dict[str, dict]) -> list[str]:
-    lines = ["| model | budgets (ε_L2) | methods | draws | runs done / full plan |", "|---|---|---|---|---|"]
+    lines = ["| model | budgets (ε_L2; MAC targets) | methods | draws | runs done / full plan |", "|---|---|---|---|---|"]
     for name, spec in MODELS.items():
         runs = results.get(name, {}).get("runs", {}).values()
-        full = len(spec["budgets"]) * len(METHODS) * DRAWS
-        done = sum(1 for r in runs if r["budget"] in spec["budgets"] and r["draw"] < DRAWS)
-        budgets = sorted({r["budget"] for r in runs})
+        points = planned_points(spec)
+        full = len(points) * len(METHODS) * DRAWS
+        done = sum(1 for r in runs if (match_of(r), r["budget"]) in points and r["draw"] < DRAWS)
+        budgets = sorted({r["budget"] for r in runs if match_of(r) == "params"})
+        targets = sorted({r["budget"] for r in runs if match_of(r) == "macs"})
         draws = sorted({r["draw"] for r in runs})
         methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
         lines.append(f"| {spec['label']} | {', '.join(f'{b:g}' for b in budgets) or '–'} of "
-                     f"{', '.join(f'{b:g}' for b in spec['budgets'])} | {len(methods)} of {len(METHODS)} | "
+                     f"{', '.join(f'{b:g}' for b in spec['budgets'])}; "
+                     f"{', '.join(f'{100 * t:g} %' for t in targets) or '–'} of "
+                     f"{', '.join(f'{100 * t:g} %' for t in spec['mac_targets']) or '–'} | {len(methods)} of {len(METHODS)} | "
                      f"{', '.join(map(str, draws)) or '–'} of 0–{DRAWS - 1} | {done} / {full} |")
     return lines

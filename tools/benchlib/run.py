@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import load_results, save_results
-from .plan import BATCHES, DRAWS, METHODS, SAMPLES, match_knob, run_key
+from .plan import BATCHES, DRAWS, METHODS, SAMPLES, match_knob, point_key, run_key
 
 ENTRY = Path(__file__).resolve().parents[1] / "bench.py"  # the worker runs as `bench.py --worker SPEC`
 
@@ -67,13 +67,19 @@ def worker(spec: dict) -> dict:
         # Every calibration image goes to the statistics, as in the runs the tables record (the
         # test set measures the result; a held-out share would change what each method sees).
         options = {"seed": spec["draw"], "max_samples": SAMPLES, "holdout": 0}
-        if method == "ges":
-            options["eps_l2"] = spec["budget"]
+        if method == "ges" and spec["match"] == "macs":  # the CLI's --target-macs, defaults and all
+            pruned, report = onnxprune.prune_to_budget(spec["model"], spec["calib"], target_macs=spec["budget"],
+                                                       **options)
         else:
-            options.update(selector=method, keep_fraction=spec["knob"])
-        pruned, report = onnxprune.prune(spec["model"], spec["calib"], **options)
+            if method == "ges":
+                options["eps_l2"] = spec["budget"]
+            else:
+                options.update(selector=method, keep_fraction=spec["knob"])
+            pruned, report = onnxprune.prune(spec["model"], spec["calib"], **options)
         extra = {"report_params_removed": report.params_removed, "report_macs_removed": report.macs_removed,
                  "timings": report.timings}
+        if report.search is not None:
+            extra["search"] = {"allocation": report.search.allocation, "trials": len(report.search.trials)}
     else:
         calib = np.load(spec["calib"])
         pruned = onnxsim_prune(onnx.load(spec["model"]), method, spec["knob"], calib)
@@ -171,27 +177,31 @@ class Bench:
             save_results(self.data, self.results_dir)
         return self.data["baseline"]
 
-    def target(self, budget: float) -> float:
-        return self.run("ges", budget, 0)["params_removed"]
+    def target(self, budget: float, match: str = "params") -> float:
+        """The fraction every method is matched to: GES's parameters removed at this eps_l2 (draw 0),
+        or the MAC target itself."""
+        return self.run("ges", budget, 0)["params_removed"] if match == "params" else budget
 
-    def knob(self, method: str, budget: float) -> float:
-        """The peer's ratio knob matched to GES's parameters removed at this budget (draw 0), cached."""
+    def knob(self, method: str, budget: float, match: str = "params") -> float:
+        """The peer's ratio knob matched to the point's target (see ``target``), cached."""
         family = "keep_fraction" if METHODS[method][1] == "keep_fraction" else method
-        key = f"{family}|eps_l2={budget:g}"
-        target = self.target(budget)
+        key = f"{family}|{point_key(budget, match)}"
+        target = self.target(budget, match)
         cached = self.data["matches"].get(key)
         if cached is None or abs(cached["target"] - target) > 1e-12:
-            say(f"{self.name}: matching {family} to GES's {target:.1%} at eps_l2 {budget:g}")
+            say(f"{self.name}: matching {family} to {target:.1%} of the {match} removed ({point_key(budget, match)})")
             # About a uniform fraction f kept of both a layer's inputs and outputs: removed ~ 1 - f^2.
-            knob, removed, trials = match_knob(self._removed_at(family), target, guess=1 - math.sqrt(1 - target))
-            cached = {"target": target, "knob_drop": knob, "removed": removed, "trials": trials}
+            knob, removed, trials = match_knob(self._removed_at(family, match), target,
+                                               guess=1 - math.sqrt(1 - target))
+            cached = {"target": target, "knob_drop": knob, "removed": removed, "trials": trials, "metric": match}
             self.data["matches"][key] = cached
             save_results(self.data, self.results_dir)
         drop = cached["knob_drop"]
         return round(1 - drop, 4) if family == "keep_fraction" else drop
 
-    def _removed_at(self, family: str) -> Callable[[float], float]:
-        """knob (fraction dropped) -> parameters removed, by a cheap structural trial.
+    def _removed_at(self, family: str, metric: str = "params") -> Callable[[float], float]:
+        """knob (fraction dropped) -> parameters (``metric`` "params") or MACs ("macs") removed, by a
+        cheap structural trial.
 
         onnxsim: its own pass at that sparsity (Wanda on 128 calibration images: it does not match
         the same chains as L2, but its counts do not depend on the data). keep_fraction: an L1 prune
@@ -200,30 +210,33 @@ class Bench:
         import onnx
 
         model = onnx.load(str(self.path))
+        which = 0 if metric == "params" else 1  # of model_cost's (parameters, MACs)
+        before = (self.params_before, self.macs_before)[which]
         if family.startswith("onnxsim"):
             calib = self.calib[0][:128]
-            return lambda drop: 1 - model_cost(onnxsim_prune(model, family, drop, calib))[0] / self.params_before
+            return lambda drop: 1 - model_cost(onnxsim_prune(model, family, drop, calib))[which] / before
 
         def removed(drop: float) -> float:
             import onnxprune
 
             _, report = onnxprune.prune(model, self.calib[0][:16], selector="l1", keep_fraction=max(1 - drop, 1e-4),
                                         rows_per_layer=512)
-            return report.params_removed
+            return report.params_removed if metric == "params" else report.macs_removed
         return removed
 
-    def run(self, method: str, budget: float, draw: int) -> dict:
-        key = run_key(method, budget, draw)
+    def run(self, method: str, budget: float, draw: int, match: str = "params") -> dict:
+        """One method at one point (``budget``: an eps_l2 for match "params", the MAC fraction for "macs")."""
+        key = run_key(method, budget, draw, match)
         if key in self.data["runs"]:
             return self.data["runs"][key]
         from evaluate import top1
 
         from onnxprune import benchmark
 
-        knob = None if method == "ges" else self.knob(method, budget)
-        out = self.workdir / f"{self.name}-{method}-{budget:g}-{draw}.onnx"
+        knob = None if method == "ges" else self.knob(method, budget, match)
+        out = self.workdir / f"{self.name}-{method}-{match}-{budget:g}-{draw}.onnx"
         spec = {"method": method, "model": str(self.path), "calib": str(self.calib_file(draw)), "out": str(out),
-                "budget": budget, "knob": knob, "draw": draw}
+                "budget": budget, "knob": knob, "draw": draw, "match": match}
         load_before = os.getloadavg()[0]
         say(f"{self.name}: {key}" + (f" ({METHODS[method][1]} {knob:g})" if knob is not None else ""))
         measured = run_worker(spec)
@@ -231,7 +244,8 @@ class Bench:
         accuracy = top1(out, self.x_test, self.y_test)
         latency = benchmark(self.path, out, {"input": self.calib[draw][:64]}, batches=BATCHES)
         record = {
-            "model": self.name, "method": method, "budget": budget, "draw": draw, "seed": draw, "samples": SAMPLES,
+            "model": self.name, "method": method, "match": match, "budget": budget, "draw": draw, "seed": draw,
+            "samples": SAMPLES,
             "knob": None if knob is None else {"name": METHODS[method][1], "value": knob},
             "params_before": self.params_before, "params_after": measured.pop("params_after"),
             "macs_before": self.macs_before, "macs_after": measured.pop("macs_after"),

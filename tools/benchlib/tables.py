@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from .plan import BATCHES, MATCH_TOL, METHODS, MODELS, PAPER_LOSS, SHORT
+from .plan import BATCHES, MATCH_TOL, METHODS, MODELS, PAPER_LOSS, SHORT, match_of, point_label
 
 
 def mean_sd(values: Iterable[float]) -> tuple[float, float | None]:
@@ -28,11 +28,12 @@ def fmt_mean_sd(values: Iterable[float], digits: int = 2, unit: str = "") -> str
     return text + unit
 
 
-def group_runs(runs: Iterable[dict]) -> dict[tuple[float, str], list[dict]]:
-    """(budget, method) -> the runs over draws, sorted by draw."""
+def group_runs(runs: Iterable[dict], match: str = "params") -> dict[tuple[float, str], list[dict]]:
+    """(budget, method) -> the runs over draws matched on ``match``, sorted by draw."""
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["budget"], r["method"]), []).append(r)
+        if match_of(r) == match:
+            groups.setdefault((r["budget"], r["method"]), []).append(r)
     return {k: sorted(v, key=lambda r: r["draw"]) for k, v in sorted(groups.items())}
 
 
@@ -73,22 +74,30 @@ def _best_method(groups: dict, budget: float) -> set[str]:
     return {m for m, v in means.items() if abs(v - low) < 1e-9}
 
 
+def speedups(runs: list[dict], batch: int = 1) -> list[float]:
+    """Each run's measured onnxruntime speed-up (original ÷ pruned latency) at ``batch``."""
+    return [next(t["ms_before"] / t["ms_after"] for t in r["latency"] if t["batch"] == batch) for r in runs]
+
+
 def _latency(runs: list[dict], batch: int) -> str:
     after = [next(t["ms_after"] for t in r["latency"] if t["batch"] == batch) for r in runs]
-    speedup = [next(t["ms_before"] / t["ms_after"] for t in r["latency"] if t["batch"] == batch) for r in runs]
+    speedup = speedups(runs, batch)
     digits = 3 if max(after) < 1 else 2 if max(after) < 10 else 1
     return f"{fmt_mean_sd(after, digits)} ms ({mean_sd(speedup)[0]:.2f}×)"
 
 
 def model_table(data: dict) -> list[str]:
-    lines = ["| GES budget | method | knob | parameters removed | MACs removed | top-1 after (%) | loss (pt) | "
+    lines = ["| matched at | method | knob | parameters removed | MACs removed | top-1 after (%) | loss (pt) | "
              "prune time (s) | peak RSS (MB) | " + "".join(f"latency batch {b} (speed-up) | " for b in BATCHES) + "draws |",
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(BATCHES) + "---|"]
-    for (budget, method), runs in sorted(group_runs(data["runs"].values()).items(),
-                                         key=lambda kv: (kv[0][0], list(METHODS).index(kv[0][1]))):
-        knob = "ε_L2 " + f"{budget:g}" if runs[0]["knob"] is None else f"{runs[0]['knob']['name']} {runs[0]['knob']['value']:g}"
+    rows = [(match, budget, method, runs) for match in ("params", "macs")
+            for (budget, method), runs in group_runs(data["runs"].values(), match).items()]
+    for match, budget, method, runs in sorted(rows, key=lambda t: (t[0] != "params", t[1], list(METHODS).index(t[2]))):
+        knob = (f"{runs[0]['knob']['name']} {runs[0]['knob']['value']:g}" if runs[0]["knob"] is not None
+                else f"ε_L2 {budget:g}" if match == "params" else "`--target-macs`")
+        where = f"GES's ε_L2 {budget:g}" if match == "params" else point_label(match, budget)
         lines.append(
-            f"| {budget:g} | {METHODS[method][0]} | {knob} | {fmt_mean_sd([100 * r['params_removed'] for r in runs], 1)} % | "
+            f"| {where} | {METHODS[method][0]} | {knob} | {fmt_mean_sd([100 * r['params_removed'] for r in runs], 1)} % | "
             f"{fmt_mean_sd([100 * r['macs_removed'] for r in runs], 1)} % | {fmt_mean_sd([r['top1_after'] for r in runs])} | "
             f"{fmt_mean_sd([r['loss_pt'] for r in runs])} | {fmt_mean_sd([r['seconds'] for r in runs], 1)} | "
             f"{fmt_mean_sd([r['peak_rss_mb'] for r in runs], 0)} | "
@@ -133,14 +142,17 @@ def verdicts(results: dict[str, dict]) -> tuple[list[str], list[str]]:
 
 
 def match_notes(results: dict[str, dict]) -> list[str]:
-    lines = [f"| model | GES budget | knob | GES removed (draw 0) | knob found | peer removed | trials | "
+    lines = [f"| model | matched at | knob | target removed | knob found | peer removed | trials | "
              f"within ± {100 * MATCH_TOL:g} pt |", "|---|---|---|---|---|---|---|---|"]
     for name, data in results.items():
         for key, m in sorted(data.get("matches", {}).items()):
-            family, budget = key.split("|")
+            family, point = key.split("|")
+            kind, budget = point.split("=")
+            where = (f"GES's ε_L2 {budget} (its parameters removed, draw 0)" if kind == "eps_l2"
+                     else f"{100 * float(budget):g} % of the MACs")
             knob = f"keep_fraction {1 - m['knob_drop']:.4g}" if family == "keep_fraction" else f"sparsity {m['knob_drop']:.4g}"
             ok = abs(m["removed"] - m["target"]) <= MATCH_TOL
-            lines.append(f"| {MODELS[name]['label']} | {budget.replace('eps_l2=', '')} | {family} | {m['target']:.1%} | "
+            lines.append(f"| {MODELS[name]['label']} | {where} | {family} | {m['target']:.1%} | "
                          f"{knob} | {m['removed']:.1%} | {len(m['trials'])} | {'yes' if ok else '**no**'} |")
     return lines
 
@@ -158,4 +170,71 @@ def paper_rows(results: dict[str, dict]) -> list[str]:
                 else f"none within {PAPER_LOSS[1]:g} pt" if points else "not run")
         lo, hi = spec["paper"]
         lines.append(f"| {spec['label']} | {100 * lo:.0f}–{100 * hi:.0f} % | {ours} |")
+    return lines
+
+
+def mac_rows(results: dict[str, dict]) -> list[str]:
+    """Per model and MAC target: every method's top-1 loss, parameters removed and batch-1 speed-up."""
+    methods = list(METHODS)
+    lines = [f"| model | MACs removed (target, matched ± {100 * MATCH_TOL:g} pt) | "
+             + " | ".join(f"{SHORT[m]}: loss (pt), params removed, speed-up" for m in methods) + " | draws |",
+             "|---|---|" + "---|" * len(methods) + "---|"]
+    for name, data in results.items():
+        groups = group_runs(data.get("runs", {}).values(), "macs")
+        for target in sorted({b for b, _ in groups}):
+            best = _best_method(groups, target)
+            cells = []
+            for m in methods:
+                runs = groups.get((target, m))
+                if not runs:
+                    cells.append("–")
+                    continue
+                loss = fmt_mean_sd([r["loss_pt"] for r in runs])
+                removed = mean_sd([r["macs_removed"] for r in runs])[0]
+                at = f" (at {100 * removed:.1f} % MACs)" if abs(removed - target) > MATCH_TOL else ""
+                cells.append(f"{f'**{loss}**' if m in best else loss}{at}, "
+                             f"{mean_sd([100 * r['params_removed'] for r in runs])[0]:.1f} %, "
+                             f"{mean_sd(speedups(runs))[0]:.2f}×")
+            draws = min(len(runs) for (b, _), runs in groups.items() if b == target)
+            lines.append(f"| {MODELS[name]['label']} | {100 * target:g} % | " + " | ".join(cells) + f" | {draws} |")
+    return lines
+
+
+def speedup_curve(runs: Iterable[dict], method: str) -> list[tuple[float, float, float | None]]:
+    """One method's points (mean batch-1 speed-up, mean loss, sd of the loss) over every matched point
+    it ran (parameter- and MAC-matched), sorted by speed-up."""
+    points = []
+    for match in ("params", "macs"):
+        for (budget, m), group in group_runs(runs, match).items():
+            if m == method:
+                points.append((mean_sd(speedups(group))[0], *mean_sd([r["loss_pt"] for r in group])))
+    return sorted(points)
+
+
+def loss_at_speedup(curve: list[tuple[float, float, float | None]], speedup: float) -> float | None:
+    """A method's loss at ``speedup``, linear between its two nearest measured points around it
+    (None outside the range it measured: no extrapolation)."""
+    for (s0, l0, _), (s1, l1, _) in zip(curve, curve[1:]):
+        if s0 <= speedup <= s1:
+            return l0 if s1 == s0 else l0 + (l1 - l0) * (speedup - s0) / (s1 - s0)
+    return curve[0][1] if len(curve) == 1 and abs(curve[0][0] - speedup) < 1e-9 else None
+
+
+def speedup_rows(results: dict[str, dict], at: Iterable[float]) -> list[str]:
+    """Per model, each method's loss interpolated at the given batch-1 speed-ups (best in bold)."""
+    methods = list(METHODS)
+    lines = ["| model | batch-1 speed-up | " + " | ".join(f"{SHORT[m]} loss (pt)" for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for name, data in results.items():
+        runs = list(data.get("runs", {}).values())
+        curves = {m: speedup_curve(runs, m) for m in methods}
+        for speedup in at:
+            losses = {m: loss_at_speedup(c, speedup) for m, c in curves.items() if c}
+            losses = {m: v for m, v in losses.items() if v is not None}
+            if "ges" not in losses or len(losses) < 2:
+                continue
+            low = min(losses.values())
+            cells = [("–" if m not in losses else f"**{losses[m]:.2f}**" if losses[m] == low else f"{losses[m]:.2f}")
+                     for m in methods]
+            lines.append(f"| {MODELS[name]['label']} | {speedup:g}× | " + " | ".join(cells) + " |")
     return lines

@@ -97,6 +97,42 @@ def test_headline_marks_the_best_and_counts_draws():
     assert not ahead and len(behind) == 1 and "onnxsim L2 0.05 pt" in behind[0] and "not yet run" in behind[0]
 
 
+def _mac_run(method, draw, loss, macs_removed, speedup, target=0.5):
+    return {**_run(method, target, draw, loss, removed=0.7), "match": "macs", "macs_removed": macs_removed,
+            "latency": [{"batch": 1, "ms_before": 2.0 * speedup, "ms_after": 2.0}]}
+
+
+def test_mac_matched_runs_have_their_own_table_and_stay_out_of_the_parameter_headline():
+    runs = [_run("ges", 0.5, d, 0.2) for d in range(2)]  # a parameter-matched point at eps_l2 0.5 ...
+    runs += [_mac_run("ges", d, 0.6 + 0.2 * d, 0.50, 1.9) for d in range(2)]  # ... and a MAC target of 0.5
+    runs += [_mac_run("l1", d, 1.1, 0.505, 2.1) for d in range(2)]
+    runs += [_mac_run("onnxsim-l2", 0, 9.0, 0.45, 2.5)]  # not within the tolerance: says where it was
+    results = {"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}}
+    head = tables.headline_rows(results)
+    assert len(head) == 3 and "| **0.20 ± 0.00** | – | – | – | – | 2 |" in head[2]  # only the eps_l2 point, GES alone
+    rows = tables.mac_rows(results)
+    assert len(rows) == 3
+    assert rows[2].startswith("| ResNet-18 / CIFAR-10 | 50 % | **0.70 ± 0.14**, 70.0 %, 1.90× | 1.10 ± 0.00, 70.0 %, 2.10× | – |")
+    assert "9.00 (at 45.0 % MACs), 70.0 %, 2.50×" in rows[2] and rows[2].endswith("| 1 |")
+
+
+def test_loss_at_speedup_interpolates_between_measured_points_and_never_extrapolates():
+    runs = [{**_run("l1", b, 0, loss), "latency": [{"batch": 1, "ms_before": s, "ms_after": 1.0}]}
+            for b, loss, s in ((0.4, 1.0, 1.5), (0.8, 3.0, 2.5))]
+    runs.append(_mac_run("l1", 0, 2.0, 0.5, 2.0))  # MAC-matched points join the same curve
+    curve = tables.speedup_curve(runs, "l1")
+    assert [c[0] for c in curve] == [1.5, 2.0, 2.5]
+    assert tables.loss_at_speedup(curve, 1.75) == pytest.approx(1.5)
+    assert tables.loss_at_speedup(curve, 2.25) == pytest.approx(2.5)
+    assert tables.loss_at_speedup(curve, 1.4) is None and tables.loss_at_speedup(curve, 3.0) is None
+
+
+def test_run_keys_tell_the_matched_points_apart():
+    assert plan.run_key("l1", 0.5, 2) == "l1|eps_l2=0.5|draw=2"
+    assert plan.run_key("l1", 0.5, 2, "macs") == "l1|macs=0.5|draw=2"
+    assert plan.match_of({"budget": 0.5}) == "params" and plan.match_of({"match": "macs"}) == "macs"
+
+
 def _measured(method, draw, loss):
     """A run record as tools/benchlib/run.py writes it, with figures no real run has."""
     return {**_run(method, 0.8, draw, loss, removed=0.6), "seed": draw + 5, "samples": 2048, "top1_after": 77.7 - loss,

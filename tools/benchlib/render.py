@@ -206,13 +206,15 @@ def readme_block(head: list[str], results: dict[str, dict]) -> str:
 def speed_section(results: dict[str, dict]) -> list[str]:
     """The MAC-matched table, the speed-up-matched table, their plot and what they say."""
     macs, speed = mac_rows(results), speedup_rows(results, SPEEDUPS)
+    threads = sorted({t["threads"] for r in _runs(results) for t in r["latency"]})
     return [
         "## At matched MACs and matched speed-up",
         "",
         "Deployers buy latency. At each MAC target GES runs `--target-macs` alone (its default: keep counts",
         "allocated from error ladders, docs/budgets.md) and each peer's knob is bisected to the same MACs",
         f"removed (± {100 * MATCH_TOL:g} pt). Each cell: mean loss (± sd over the draws), parameters removed, measured",
-        "batch-1 speed-up (original ÷ pruned latency, onnxruntime, one thread):",
+        f"batch-1 speed-up (original ÷ pruned latency, onnxruntime, {_join(threads) or '–'} "
+        f"thread{'' if threads == [1] else 's'}):",
         "",
         *(macs if len(macs) > 2 else ["No MAC-matched run yet: `python tools/bench.py --points macs`."]),
         "",
@@ -342,7 +344,7 @@ def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
                        s=180, facecolors="none", edgecolors="k", zorder=4, label="GES, --target-macs")
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_title(MODELS[name]["label"])
-        ax.set_xlabel("measured batch-1 speed-up (×, onnxruntime, 1 thread)")
+        ax.set_xlabel("measured batch-1 speed-up (×, onnxruntime)")
         ax.set_ylabel("top-1 loss (pt, full test set; log above 1)")
         ax.grid(alpha=0.3)
     if names:

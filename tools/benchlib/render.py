@@ -279,7 +279,6 @@ def plot(results: dict[str, dict], path: Path = PLOT) -> None:
     names = [n for n in MODELS if n in results and results[n]["runs"]]
     cols = max(len(names), 1)
     fig, axes = plt.subplots(2, cols, figsize=(5.2 * cols, 8.2), squeeze=False)
-    markers = dict(zip(METHODS, "os^vD"))
     for col, name in enumerate(names):
         data = results[name]
         base = data["baseline"]["top1"]
@@ -297,9 +296,7 @@ def plot(results: dict[str, dict], path: Path = PLOT) -> None:
                                 for (b, m), runs in groups.items() if m == method)
                 if not points:
                     continue
-                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0.0 for p in points],
-                            marker=markers[method], capsize=3, label=SHORT[method], lw=2.2 if method == "ges" else 1.2,
-                            ms=7 if method == "ges" else 5, zorder=3 if method == "ges" else 2)
+                _curve(ax, method, points)
             ax.set_xlim(min(50.0, min(xs) - 2), max(100 * hi, max(xs)) + 2)
             if row == 0:
                 ax.set_title(f"{MODELS[name]['label']}: all methods")
@@ -310,12 +307,28 @@ def plot(results: dict[str, dict], path: Path = PLOT) -> None:
                 ax.set_xlabel("parameters removed (%)")
             ax.set_ylabel("top-1, full test set (%)")
             ax.grid(alpha=0.3)
-    if names:
-        axes[1][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Top-1 vs parameters removed, no retraining (mean ± sd over draws)", fontsize=10)
+    _save(fig, axes[1][0] if names else None, "lower left",
+          "Top-1 vs parameters removed, no retraining (mean ± sd over draws)", path)
+
+
+def _save(fig, legend_ax, legend_loc: str, title: str, path: Path) -> None:
+    """Legend on one panel, the title, and the figure written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    if legend_ax is not None:
+        legend_ax.legend(fontsize=7, loc=legend_loc)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _curve(ax, method: str, points: list[tuple[float, float, float | None]]) -> None:
+    """One method's (x, mean, sd) points as a line with error bars, GES drawn heavier."""
+    ges = method == "ges"
+    ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0.0 for p in points],
+                marker=dict(zip(METHODS, "os^vD"))[method], capsize=3, label=SHORT[method], lw=2.2 if ges else 1.2,
+                ms=7 if ges else 5, zorder=3 if ges else 2)
 
 
 def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
@@ -328,16 +341,13 @@ def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
 
     names = [n for n in MODELS if n in results and results[n]["runs"]]
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5.2 * max(len(names), 1), 4.4), squeeze=False)
-    markers = dict(zip(METHODS, "os^vD"))
     for ax, name in zip(axes[0], names):
         runs = list(results[name]["runs"].values())
         for method in METHODS:
             curve = speedup_curve(runs, method)
             if not curve:
                 continue
-            ax.errorbar([c[0] for c in curve], [c[1] for c in curve], yerr=[c[2] or 0.0 for c in curve],
-                        marker=markers[method], capsize=3, label=SHORT[method], lw=2.2 if method == "ges" else 1.2,
-                        ms=7 if method == "ges" else 5, zorder=3 if method == "ges" else 2)
+            _curve(ax, method, curve)
         mac_ges = [group for (b, m), group in group_runs(runs, "macs").items() if m == "ges"]
         if mac_ges:
             ax.scatter([mean_sd(speedups(g))[0] for g in mac_ges], [mean_sd([r["loss_pt"] for r in g])[0] for g in mac_ges],
@@ -347,9 +357,5 @@ def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
         ax.set_xlabel("measured batch-1 speed-up (×, onnxruntime)")
         ax.set_ylabel("top-1 loss (pt, full test set; log above 1)")
         ax.grid(alpha=0.3)
-    if names:
-        axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Top-1 loss vs measured speed-up, no retraining (mean ± sd over draws)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, axes[0][0] if names else None, "upper left",
+          "Top-1 loss vs measured speed-up, no retraining (mean ± sd over draws)", path)

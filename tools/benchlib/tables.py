@@ -37,12 +37,19 @@ def group_runs(runs: Iterable[dict], match: str = "params") -> dict[tuple[float,
     return {k: sorted(v, key=lambda r: r["draw"]) for k, v in sorted(groups.items())}
 
 
+def _head(first: list[str], per_method: str, *, draws: bool = True) -> list[str]:
+    """A table's header and rule: the ``first`` columns, one per method (its short name and
+    ``per_method``), and a draws column."""
+    cells = first + [f"{SHORT[m]}{'' if per_method.startswith(':') else ' '}{per_method}" for m in METHODS]
+    cells += ["draws"] if draws else []
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def headline_rows(results: dict[str, dict]) -> list[str]:
     """The README's table: per model and budget, GES's parameters removed and every method's top-1 loss."""
     methods = list(METHODS)
-    lines = [f"| model | GES budget (ε_L2) | parameters removed (matched ± {100 * MATCH_TOL:g} pt) | "
-             + " | ".join(f"{SHORT[m]} loss (pt)" for m in methods) + " | draws |",
-             "|---|---|---|" + "---|" * len(methods) + "---|"]
+    lines = _head(["model", "GES budget (ε_L2)", f"parameters removed (matched ± {100 * MATCH_TOL:g} pt)"],
+                  "loss (pt)")
     for name, data in results.items():
         groups = group_runs(data.get("runs", {}).values())
         for budget in sorted({b for b, _ in groups}):
@@ -176,9 +183,8 @@ def paper_rows(results: dict[str, dict]) -> list[str]:
 def mac_rows(results: dict[str, dict]) -> list[str]:
     """Per model and MAC target: every method's top-1 loss, parameters removed and batch-1 speed-up."""
     methods = list(METHODS)
-    lines = [f"| model | MACs removed (target, matched ± {100 * MATCH_TOL:g} pt) | "
-             + " | ".join(f"{SHORT[m]}: loss (pt), params removed, speed-up" for m in methods) + " | draws |",
-             "|---|---|" + "---|" * len(methods) + "---|"]
+    lines = _head(["model", f"MACs removed (target, matched ± {100 * MATCH_TOL:g} pt)"],
+                  ": loss (pt), params removed, speed-up")
     for name, data in results.items():
         groups = group_runs(data.get("runs", {}).values(), "macs")
         for target in sorted({b for b, _ in groups}):
@@ -223,8 +229,7 @@ def loss_at_speedup(curve: list[tuple[float, float, float | None]], speedup: flo
 def speedup_rows(results: dict[str, dict], at: Iterable[float]) -> list[str]:
     """Per model, each method's loss interpolated at the given batch-1 speed-ups (best in bold)."""
     methods = list(METHODS)
-    lines = ["| model | batch-1 speed-up | " + " | ".join(f"{SHORT[m]} loss (pt)" for m in methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
+    lines = _head(["model", "batch-1 speed-up"], "loss (pt)", draws=False)
     for name, data in results.items():
         runs = list(data.get("runs", {}).values())
         curves = {m: speedup_curve(runs, m) for m in methods}

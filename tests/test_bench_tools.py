@@ -103,7 +103,8 @@ def _mac_run(method, draw, loss, macs_removed, speedup, target=0.5):
 
 
 def test_mac_matched_runs_have_their_own_table_and_stay_out_of_the_parameter_headline():
-    runs = [_run("ges", 0.5, d, 0.2) for d in range(2)]  # a parameter-matched point at eps_l2 0.5 ...
+    runs = [{**_run("ges", 0.5, d, 0.2), "latency": [{"batch": 1, "ms_before": 2.0, "ms_after": 1.0}]}
+            for d in range(2)]  # a parameter-matched point at eps_l2 0.5 ...
     runs += [_mac_run("ges", d, 0.6 + 0.2 * d, 0.50, 1.9) for d in range(2)]  # ... and a MAC target of 0.5
     runs += [_mac_run("l1", d, 1.1, 0.505, 2.1) for d in range(2)]
     runs += [_mac_run("onnxsim-l2", 0, 9.0, 0.45, 2.5)]  # not within the tolerance: says where it was
@@ -114,6 +115,11 @@ def test_mac_matched_runs_have_their_own_table_and_stay_out_of_the_parameter_hea
     assert len(rows) == 3
     assert rows[2].startswith("| ResNet-18 / CIFAR-10 | 50 % | **0.70 ± 0.14**, 70.0 %, 1.90× | 1.10 ± 0.00, 70.0 %, 2.10× | – |")
     assert "9.00 (at 45.0 % MACs), 70.0 %, 2.50×" in rows[2] and rows[2].endswith("| 1 |")
+    assert tables.speed_verdicts(results, [2.0]) == [
+        "- ResNet-18 / CIFAR-10 at 50 % of the MACs: GES loses 0.70 pt, the best peer (L1 + recon.) 1.10 pt"]
+    runs.append(_mac_run("lasso", 0, 0.3, 0.5, 2.0))
+    verdict = tables.speed_verdicts({"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}}, [])
+    assert verdict[0].endswith("GES loses 0.70 pt; smaller: LASSO + recon. 0.30 pt")
 
 
 def test_loss_at_speedup_interpolates_between_measured_points_and_never_extrapolates():

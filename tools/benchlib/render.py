@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .plan import DRAWS, KNOB_MAX, MATCH_TOL, METHODS, MODELS, PAPER_LOSS, ROOT, SAMPLES, SHORT, coverage, missing_runs
 from .tables import (group_runs, headline_rows, mac_rows, match_notes, mean_sd, model_table, paper_rows, speedup_curve,
-                     speedup_rows, speedups, verdicts)
+                     speedup_rows, speedups, speed_verdicts, verdicts)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "bench-accuracy.png"
@@ -226,6 +226,8 @@ def speed_section(results: dict[str, dict]) -> list[str]:
         "",
         *(speed if len(speed) > 2 else ["Not enough points yet."]),
         "",
+        *(["Where GES has the smallest loss, and where not (mean over the draws):", "",
+           *verdict, ""] if (verdict := speed_verdicts(results, SPEEDUPS)) else []),
         "![top-1 loss vs measured speed-up](bench-speedup.png)",
     ]
 

@@ -226,20 +226,55 @@ def loss_at_speedup(curve: list[tuple[float, float, float | None]], speedup: flo
     return curve[0][1] if len(curve) == 1 and abs(curve[0][0] - speedup) < 1e-9 else None
 
 
-def speedup_rows(results: dict[str, dict], at: Iterable[float]) -> list[str]:
-    """Per model, each method's loss interpolated at the given batch-1 speed-ups (best in bold)."""
-    methods = list(METHODS)
-    lines = _head(["model", "batch-1 speed-up"], "loss (pt)", draws=False)
+def losses_at_speedups(results: dict[str, dict], at: Iterable[float]) -> list[tuple[str, float, dict[str, float]]]:
+    """(model, speed-up, method -> loss) wherever GES and at least one peer have measured points on
+    both sides of the speed-up (see ``loss_at_speedup``)."""
+    out = []
     for name, data in results.items():
         runs = list(data.get("runs", {}).values())
-        curves = {m: speedup_curve(runs, m) for m in methods}
+        curves = {m: speedup_curve(runs, m) for m in METHODS}
         for speedup in at:
             losses = {m: loss_at_speedup(c, speedup) for m, c in curves.items() if c}
             losses = {m: v for m, v in losses.items() if v is not None}
-            if "ges" not in losses or len(losses) < 2:
-                continue
-            low = min(losses.values())
-            cells = [("–" if m not in losses else f"**{losses[m]:.2f}**" if losses[m] == low else f"{losses[m]:.2f}")
-                     for m in methods]
-            lines.append(f"| {MODELS[name]['label']} | {speedup:g}× | " + " | ".join(cells) + " |")
+            if "ges" in losses and len(losses) >= 2:
+                out.append((name, speedup, losses))
+    return out
+
+
+def speedup_rows(results: dict[str, dict], at: Iterable[float]) -> list[str]:
+    """Per model, each method's loss interpolated at the given batch-1 speed-ups (best in bold)."""
+    lines = _head(["model", "batch-1 speed-up"], "loss (pt)", draws=False)
+    for name, speedup, losses in losses_at_speedups(results, at):
+        low = min(losses.values())
+        cells = [("–" if m not in losses else f"**{losses[m]:.2f}**" if losses[m] == low else f"{losses[m]:.2f}")
+                 for m in METHODS]
+        lines.append(f"| {MODELS[name]['label']} | {speedup:g}× | " + " | ".join(cells) + " |")
+    return lines
+
+
+def speed_verdicts(results: dict[str, dict], at: Iterable[float]) -> list[str]:
+    """One line per MAC-matched point and per speed-up read: whether GES has the smallest loss there,
+    and if not, which peers do better and by how much."""
+    points = []
+    for name, data in results.items():
+        for (target, method), runs in group_runs(data.get("runs", {}).values(), "macs").items():
+            if method == "ges":
+                peers = {m: mean_sd([r["loss_pt"] for r in g])[0]
+                         for (b, m), g in group_runs(data["runs"].values(), "macs").items() if b == target and m != "ges"}
+                points.append((f"{MODELS[name]['label']} at {100 * target:g} % of the MACs",
+                               mean_sd([r["loss_pt"] for r in runs])[0], peers))
+    for name, speedup, losses in losses_at_speedups(results, at):
+        peers = {m: v for m, v in losses.items() if m != "ges"}
+        points.append((f"{MODELS[name]['label']} at {speedup:g}× (read off the curves)", losses["ges"], peers))
+    lines = []
+    for where, ges, peers in points:
+        if not peers:
+            continue
+        better = sorted(((v, m) for m, v in peers.items() if v < ges))
+        if better:
+            lines.append(f"- {where}: GES loses {ges:.2f} pt; smaller: "
+                         + ", ".join(f"{SHORT[m]} {v:.2f} pt" for v, m in better))
+        else:
+            v, m = min((v, m) for m, v in peers.items())
+            lines.append(f"- {where}: GES loses {ges:.2f} pt, the best peer ({SHORT[m]}) {v:.2f} pt")
     return lines

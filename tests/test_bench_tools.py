@@ -115,10 +115,10 @@ def test_mac_matched_runs_have_their_own_table_and_stay_out_of_the_parameter_hea
     assert len(rows) == 3
     assert rows[2].startswith("| ResNet-18 / CIFAR-10 | 50 % | **0.70 ± 0.14**, 70.0 %, 1.90× | 1.10 ± 0.00, 70.0 %, 2.10× | – |")
     assert "9.00 (at 45.0 % MACs), 70.0 %, 2.50×" in rows[2] and rows[2].endswith("| 1 |")
-    assert tables.speed_verdicts(results, [2.0]) == [
+    assert tables.speed_verdicts(results) == [
         "- ResNet-18 / CIFAR-10 at 50 % of the MACs: GES loses 0.70 pt, the best peer (L1 + recon.) 1.10 pt"]
     runs.append(_mac_run("lasso", 0, 0.3, 0.5, 2.0))
-    verdict = tables.speed_verdicts({"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}}, [])
+    verdict = tables.speed_verdicts({"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}})
     assert verdict[0].endswith("GES loses 0.70 pt; smaller: LASSO + recon. 0.30 pt")
 
 
@@ -131,6 +131,10 @@ def test_loss_at_speedup_interpolates_between_measured_points_and_never_extrapol
     assert tables.loss_at_speedup(curve, 1.75) == pytest.approx(1.5)
     assert tables.loss_at_speedup(curve, 2.25) == pytest.approx(2.5)
     assert tables.loss_at_speedup(curve, 1.4) is None and tables.loss_at_speedup(curve, 3.0) is None
+    ges = [_mac_run("ges", 0, 0.5, 0.5, 2.25), _mac_run("ges", 0, 0.5, 0.6, 3.0, target=0.6)]
+    results = {"vgg16_cifar10": {"runs": {str(i): r for i, r in enumerate(runs + ges)}}}
+    rows = tables.speedup_rows(results)  # read at GES's speed-ups; 3.0× is past L1's points: no row
+    assert rows[2:] == ["| VGG-16 / CIFAR-10 | 2.25× | **0.50** | 2.50 | – | – | – |"]
 
 
 def test_run_keys_tell_the_matched_points_apart():

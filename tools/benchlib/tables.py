@@ -226,14 +226,15 @@ def loss_at_speedup(curve: list[tuple[float, float, float | None]], speedup: flo
     return curve[0][1] if len(curve) == 1 and abs(curve[0][0] - speedup) < 1e-9 else None
 
 
-def losses_at_speedups(results: dict[str, dict], at: Iterable[float]) -> list[tuple[str, float, dict[str, float]]]:
-    """(model, speed-up, method -> loss) wherever GES and at least one peer have measured points on
-    both sides of the speed-up (see ``loss_at_speedup``)."""
+def losses_at_speedups(results: dict[str, dict]) -> list[tuple[str, float, dict[str, float]]]:
+    """(model, speed-up, method -> loss) at each speed-up GES measured (its own points, no
+    interpolation for GES), wherever at least one peer has measured points on both sides of it
+    (see ``loss_at_speedup``)."""
     out = []
     for name, data in results.items():
         runs = list(data.get("runs", {}).values())
         curves = {m: speedup_curve(runs, m) for m in METHODS}
-        for speedup in at:
+        for speedup in [point[0] for point in curves["ges"]]:
             losses = {m: loss_at_speedup(c, speedup) for m, c in curves.items() if c}
             losses = {m: v for m, v in losses.items() if v is not None}
             if "ges" in losses and len(losses) >= 2:
@@ -241,18 +242,18 @@ def losses_at_speedups(results: dict[str, dict], at: Iterable[float]) -> list[tu
     return out
 
 
-def speedup_rows(results: dict[str, dict], at: Iterable[float]) -> list[str]:
-    """Per model, each method's loss interpolated at the given batch-1 speed-ups (best in bold)."""
-    lines = _head(["model", "batch-1 speed-up"], "loss (pt)", draws=False)
-    for name, speedup, losses in losses_at_speedups(results, at):
+def speedup_rows(results: dict[str, dict]) -> list[str]:
+    """Per model, at each batch-1 speed-up GES measured, every method's loss there (best in bold)."""
+    lines = _head(["model", "batch-1 speed-up (GES's)"], "loss (pt)", draws=False)
+    for name, speedup, losses in losses_at_speedups(results):
         low = min(losses.values())
         cells = [("–" if m not in losses else f"**{losses[m]:.2f}**" if losses[m] == low else f"{losses[m]:.2f}")
                  for m in METHODS]
-        lines.append(f"| {MODELS[name]['label']} | {speedup:g}× | " + " | ".join(cells) + " |")
+        lines.append(f"| {MODELS[name]['label']} | {speedup:.2f}× | " + " | ".join(cells) + " |")
     return lines
 
 
-def speed_verdicts(results: dict[str, dict], at: Iterable[float]) -> list[str]:
+def speed_verdicts(results: dict[str, dict]) -> list[str]:
     """One line per MAC-matched point and per speed-up read: whether GES has the smallest loss there,
     and if not, which peers do better and by how much."""
     points = []
@@ -263,9 +264,10 @@ def speed_verdicts(results: dict[str, dict], at: Iterable[float]) -> list[str]:
                          for (b, m), g in group_runs(data["runs"].values(), "macs").items() if b == target and m != "ges"}
                 points.append((f"{MODELS[name]['label']} at {100 * target:g} % of the MACs",
                                mean_sd([r["loss_pt"] for r in runs])[0], peers))
-    for name, speedup, losses in losses_at_speedups(results, at):
+    for name, speedup, losses in losses_at_speedups(results):
         peers = {m: v for m, v in losses.items() if m != "ges"}
-        points.append((f"{MODELS[name]['label']} at {speedup:g}× (read off the curves)", losses["ges"], peers))
+        points.append((f"{MODELS[name]['label']} at {speedup:.2f}× (the peers read off their curves)", losses["ges"],
+                       peers))
     lines = []
     for where, ges, peers in points:
         if not peers:

@@ -117,6 +117,10 @@ def test_mac_matched_runs_have_their_own_table_and_stay_out_of_the_parameter_hea
     assert "9.00 (at 45.0 % MACs), 70.0 %, 2.50×" in rows[2] and rows[2].endswith("| 1 |")
     assert tables.speed_verdicts(results) == [
         "- ResNet-18 / CIFAR-10 at 50 % of the MACs: GES loses 0.70 pt, the best peer (L1 + recon.) 1.10 pt"]
+    runs.append(_mac_run("lasso", 0, 0.8, 0.5, 2.0))  # closer to GES than GES's own spread
+    verdict = tables.speed_verdicts({"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}})
+    assert verdict[0].endswith("the best peer (LASSO + recon.) 0.80 pt (within the spread over draws, ± 0.14: a tie)")
+    runs.pop()
     runs.append(_mac_run("lasso", 0, 0.3, 0.5, 2.0))
     verdict = tables.speed_verdicts({"resnet18_cifar10": {"runs": {str(i): r for i, r in enumerate(runs)}}})
     assert verdict[0].endswith("GES loses 0.70 pt; smaller: LASSO + recon. 0.30 pt")

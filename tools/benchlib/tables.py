@@ -255,28 +255,32 @@ def speedup_rows(results: dict[str, dict]) -> list[str]:
 
 def speed_verdicts(results: dict[str, dict]) -> list[str]:
     """One line per MAC-matched point and per speed-up read: whether GES has the smallest loss there,
-    and if not, which peers do better and by how much."""
-    points = []
+    and if not, which peers do better and by how much. At a MAC point, a best peer and GES closer
+    than the larger of their sds over the draws are called a tie."""
+    points = []  # (where, GES's loss, its sd or None, peer -> (loss, sd or None))
     for name, data in results.items():
-        for (target, method), runs in group_runs(data.get("runs", {}).values(), "macs").items():
+        groups = group_runs(data.get("runs", {}).values(), "macs")
+        for (target, method), runs in groups.items():
             if method == "ges":
-                peers = {m: mean_sd([r["loss_pt"] for r in g])[0]
-                         for (b, m), g in group_runs(data["runs"].values(), "macs").items() if b == target and m != "ges"}
+                peers = {m: mean_sd([r["loss_pt"] for r in g]) for (b, m), g in groups.items()
+                         if b == target and m != "ges"}
                 points.append((f"{MODELS[name]['label']} at {100 * target:g} % of the MACs",
-                               mean_sd([r["loss_pt"] for r in runs])[0], peers))
+                               *mean_sd([r["loss_pt"] for r in runs]), peers))
     for name, speedup, losses in losses_at_speedups(results):
-        peers = {m: v for m, v in losses.items() if m != "ges"}
+        peers = {m: (v, None) for m, v in losses.items() if m != "ges"}
         points.append((f"{MODELS[name]['label']} at {speedup:.2f}× (the peers read off their curves)", losses["ges"],
-                       peers))
+                       None, peers))
     lines = []
-    for where, ges, peers in points:
+    for where, ges, ges_sd, peers in points:
         if not peers:
             continue
-        better = sorted(((v, m) for m, v in peers.items() if v < ges))
+        (best, best_sd), name = min((v, m) for m, v in peers.items())
+        spread = max(ges_sd or 0.0, best_sd or 0.0)
+        tie = f" (within the spread over draws, ± {spread:.2f}: a tie)" if abs(best - ges) < spread else ""
+        better = sorted((v[0], m) for m, v in peers.items() if v[0] < ges)
         if better:
             lines.append(f"- {where}: GES loses {ges:.2f} pt; smaller: "
-                         + ", ".join(f"{SHORT[m]} {v:.2f} pt" for v, m in better))
+                         + ", ".join(f"{SHORT[m]} {v:.2f} pt" for v, m in better) + tie)
         else:
-            v, m = min((v, m) for m, v in peers.items())
-            lines.append(f"- {where}: GES loses {ges:.2f} pt, the best peer ({SHORT[m]}) {v:.2f} pt")
+            lines.append(f"- {where}: GES loses {ges:.2f} pt, the best peer ({SHORT[name]}) {best:.2f} pt{tie}")
     return lines

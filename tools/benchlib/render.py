@@ -364,6 +364,8 @@ def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
             ax.scatter([mean_sd(speedups(g))[0] for g in mac_ges], [mean_sd([r["loss_pt"] for r in g])[0] for g in mac_ges],
                        s=180, facecolors="none", edgecolors="k", zorder=4, label="GES, --target-macs")
         ax.set_yscale("symlog", linthresh=1.0, linscale=2.0)  # 0-1 pt linear and wide: where the methods differ
+        ticks = [0, 0.25, 0.5, 0.75, 1, 10, 100]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_title(MODELS[name]["label"])
         ax.set_xlabel("measured batch-1 speed-up (×, onnxruntime)")
         ax.set_ylabel("top-1 loss (pt, full test set; log above 1)")

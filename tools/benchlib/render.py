@@ -228,6 +228,8 @@ def speed_section(results: dict[str, dict]) -> list[str]:
         "",
         *(["Where GES has the smallest loss, and where not (mean over the draws):", "",
            *verdict, ""] if (verdict := speed_verdicts(results)) else []),
+        "The plot: every method's points against their measured speed-up (GES's `--target-macs` points ringed).",
+        "",
         "![top-1 loss vs measured speed-up](bench-speedup.png)",
     ]
 

@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     points = [p for p in args.points.split(",") if p]
-    if unknown or not 1 <= args.draws <= DRAWS or not set(points) <= set(MATCHES):
-        parser.error(f"unknown methods {unknown}" if unknown else f"--points must be of {', '.join(MATCHES)}"
-                     if not set(points) <= set(MATCHES) else f"--draws must be 1..{DRAWS}")
+    if unknown:
+        parser.error(f"unknown methods {unknown}")
+    if not set(points) <= set(MATCHES):
+        parser.error(f"--points must be of {', '.join(MATCHES)}")
+    if not 1 <= args.draws <= DRAWS:
+        parser.error(f"--draws must be 1..{DRAWS}")
     if args.shared:  # the dataset loaders read it from the environment
         os.environ["ONNXPRUNE_SHARED"] = str(args.shared)
     if not args.render_only:

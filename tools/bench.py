@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib.cache import RESULTS, load_all  # noqa: E402
-from benchlib.plan import DRAWS, MATCHES, METHODS, MODELS  # noqa: E402
+from benchlib.plan import DRAWS, MATCHES, METHODS, MODELS, planned_points  # noqa: E402
 from benchlib.render import render  # noqa: E402
 from benchlib.run import Bench, worker  # noqa: E402
 
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.models:
                 budgets = [float(b) for b in args.budgets.split(",") if b] or list(MODELS[name]["budgets"])
                 targets = [float(t) for t in args.mac_targets.split(",") if t] or list(MODELS[name]["mac_targets"])
-                plan = [("params", b) for b in budgets if "params" in points]
-                plan += [("macs", t) for t in targets if "macs" in points]
+                plan = [(match, b) for match, b in planned_points({"budgets": budgets, "mac_targets": targets})
+                        if match in points]
                 bench = Bench(name, args.shared, args.results, Path(tmp))
                 bench.baseline()
                 for match, budget in plan:

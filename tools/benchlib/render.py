@@ -357,10 +357,8 @@ def speed_plot(results: dict[str, dict], path: Path = SPEED_PLOT) -> None:
     for ax, name in zip(axes[0], names):
         runs = list(results[name]["runs"].values())
         for method in METHODS:
-            curve = speedup_curve(runs, method)
-            if not curve:
-                continue
-            _curve(ax, method, curve)
+            if curve := speedup_curve(runs, method):
+                _curve(ax, method, curve)
         mac_ges = [group for (b, m), group in group_runs(runs, "macs").items() if m == "ges"]
         if mac_ges:
             ax.scatter([mean_sd(speedups(g))[0] for g in mac_ges], [mean_sd([r["loss_pt"] for r in g])[0] for g in mac_ges],

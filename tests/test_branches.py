@@ -103,8 +103,17 @@ def test_concat_unit_spans_the_dense_block():
     assert len(unit.classes) == 18
 
 
+def test_a_channel_shuffle_is_pruned_through():
+    model = build(["plain", "shuffle"])
+    pruned, report = onnxprune.prune(model, random_inputs(model, 32), rows_per_layer=2048, eps_l2=4.0)
+    frozen = [layer.name for layer in report.layers if layer.frozen and "graph input" not in layer.frozen]
+    assert not frozen, [layer.frozen for layer in report.layers]
+    assert report.params_after < report.params_before
+    assert "Gather" in {node.op_type for node in pruned.graph.node}
+    assert run(pruned, random_inputs(model, 2)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("piece, reason", [
-    ("shuffle", "Reshape 'shuffle"),
     ("nhwc_round_trip", "moves the channel axis"),
 ])
 def test_unsupported_coupling_freezes_with_a_reason(piece, reason):

@@ -130,7 +130,8 @@ def grouped(net: Net, x: str, c: int) -> tuple[str, int]:
 
 
 def shuffle(net: Net, x: str, c: int) -> tuple[str, int]:
-    """ShuffleNet channel shuffle (Reshape, Transpose, Reshape): moves channels, so they are frozen."""
+    """ShuffleNet channel shuffle (Reshape, Transpose, Reshape): a permutation of the channels,
+    pruned through as a Gather (graph/shuffle.py)."""
     groups = 2 if c % 2 == 0 else 1
     name = net.name("shuffle")
     s = net.size

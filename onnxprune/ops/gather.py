@@ -1,12 +1,15 @@
-"""Gather on the channel axis with constant indices: a selection whose output channels are its own.
+"""Gather on the channel axis with constant indices.
 
-Output channel j is input channel indices[j]. The output's channels get fresh ids, so the layers
-that read them decide them alone: removing output channel j drops indices[j], and nothing above
-changes. The input's channels are kept (frozen, with the reason), because the indices name them by
-position (only a channel that no index takes can leave, see
-``pruning/readers.py``). This is how a layer that reads a residual stream keeps its own subset of the stream's
-channels (``pruning/readers.py`` inserts such a Gather in front of it), and it is exact for a
-Gather a model already has.
+Output channel j is input channel indices[j]. Two ways to follow that:
+
+- *Own channels* (the selections ``pruning/readers.py`` puts in front of a reader, named with
+  :data:`SELECTION_SUFFIX`, and any Gather that takes a channel twice): the output's channels get
+  fresh ids, so the layers that read them decide them alone: removing output channel j drops
+  indices[j], and nothing above changes. The input's channels are kept (frozen, with the reason),
+  because the indices name them by position (only a channel that no index takes can leave).
+- *Tied* (a model's own Gather that takes each channel at most once: a channel shuffle, see
+  graph/shuffle.py, or a subset): output channel j is the same channel as input channel
+  indices[j], removed from both sides at once; the indices are renumbered.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def selected_channels(node: gs.Node, shapes: Shapes) -> np.ndarray | str:
 
 
 PICKED = "picks from them by position for its readers"
+SELECTION_SUFFIX = "_onnxprune_own_channels"  # the name ending of the Gathers pruning/readers.py inserts
 
 
 def picked_reason(node_name: str) -> str:
@@ -52,6 +56,8 @@ class ChannelGather(OpRule):
         if isinstance(indices, str):
             return indices
         ids = maps[0]
+        if ids is not None and not node.name.endswith(SELECTION_SUFFIX) and np.unique(indices).size == indices.size:
+            return Coupling([ids[indices]] + [None] * (len(node.outputs) - 1))
         freeze = [] if ids is None else [(ids, picked_reason(node.name))]
         return Coupling([None] * len(node.outputs), fresh={0: int(indices.size)}, freeze=freeze)
 

@@ -15,6 +15,7 @@ from onnxprune.errors import ModelError
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
 from onnxprune.graph.io import export, to_graph
 from onnxprune.graph.shapes import input_sizes, tensor_shapes
+from onnxprune.graph.shuffle import shuffles_as_gathers
 from onnxprune.measure.counts import count_params
 from onnxprune.measure.memory import peak_memory_mb
 from onnxprune.measure.verify import verify_model
@@ -41,6 +42,8 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     sizes = input_sizes(model, feeds)  # symbolic H/W counted at the calibration data's size
     shapes = tensor_shapes(model, sizes)
     original, pruned = to_graph(model), to_graph(model)
+    for graph in (original, pruned):
+        shuffles_as_gathers(graph, shapes)
     channels = analyse_channels(pruned, shapes, config.exclude)
     selections = []
     if config.reader_channels == "own":

@@ -16,10 +16,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.graph.channels import ChannelGraph, analyse_channels
-from onnxprune.ops.gather import PICKED
+from onnxprune.ops.gather import PICKED, SELECTION_SUFFIX
 from onnxprune.pruning.rewrite import remove_classes
-
-SELECTION_SUFFIX = "_onnxprune_own_channels"
 
 
 def give_readers_own_channels(original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,

@@ -1,5 +1,6 @@
 """Ops that move channels between tensors without computing on them: Concat, Split, Slice, Pad,
-Resize, Squeeze/Unsqueeze, spatial reductions, Transpose, Flatten and the flattening Reshape."""
+Resize, Squeeze/Unsqueeze, spatial reductions, Transpose, Flatten and the Reshapes that flatten or keep
+the channel axis."""
 
 from __future__ import annotations
 
@@ -216,12 +217,36 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join(str(d) if isinstance(d, (int, np.integer)) else "?" for d in shape) + ")"
 
 
+SPATIAL = 1  # Coupling.entry of a Reshape that keeps the batch and channel axes: its target's channel entry
+
+
 class FlatteningReshape(Flatten):
-    """A Reshape that flattens as Flatten does; its target shape names the feature count, so a
-    removal rewrites it."""
+    """A Reshape that flattens as Flatten does, or one that keeps the batch and channel axes and
+    only merges or splits the axes after them ((N, C, H, W) -> (N, C, H*W) in a detection head, and
+    back). Either way its target shape names the channels, so a removal rewrites it."""
+
+    def couple(self, node: gs.Node, maps: list, shapes: Shapes) -> Coupling | str:
+        in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        if in_shape is None or out_shape is None or len(in_shape) < 3 or len(out_shape) < 3:
+            return super().couple(node, maps, shapes)
+        sizes = list(in_shape[1:]) + list(out_shape[1:])
+        if (tuple(in_shape[:2]) != tuple(out_shape[:2]) or not all(isinstance(d, (int, np.integer)) for d in sizes)
+                or np.prod(in_shape[2:]) != np.prod(out_shape[2:])):
+            return super().couple(node, maps, shapes)
+        target = constant_values(node.inputs[1])
+        if target is None:
+            return "it keeps the channel axis, but its target shape is computed, not a constant to rewrite"
+        return Coupling([maps[0]], entry=SPATIAL)
 
     def shrink(self, node: gs.Node, coupling: Coupling, edit: Edit) -> None:
-        if edit.keep(node.inputs[0]) is None:
+        keep = edit.keep(node.inputs[0])
+        if keep is None:
+            return
+        if coupling.entry == SPATIAL:
+            target = np.array(constant_values(node.inputs[1]), dtype=np.int64)
+            if target[1] > 0:  # 0 copies the input's count and -1 infers it: both follow by themselves
+                target[1] = int(keep.sum())
+            set_constant_input(node, 1, target)
             return
         # (N, C*H*W) with C reduced: keep the batch dim, let the rest follow.
         set_constant_input(node, 1, np.array([0, -1], dtype=np.int64))

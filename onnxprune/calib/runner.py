@@ -34,7 +34,7 @@ def segment_model(graph: gs.Graph, node_names: set[str], input_names: list[str],
     """The sub-graph made of ``node_names``, cut at the given tensors.
 
     Only the segment's nodes and the tensors they touch are copied (copying the whole graph for
-    every segment cost a fifteenth of a MobileNetV3 prune); constants share their values, and
+    every segment cost about 5 % of a MobileNetV3 prune); constants share their values, and
     subgraph attributes (If, Loop) are shared, since they name the outer tensors they read.
     Variables lose their shapes: channel counts change as the graph is pruned.
     """

@@ -13,9 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.ops.base import sole_consumer
-
-Shapes = dict[str, tuple]
+from onnxprune.ops.base import Shapes, sole_consumer
 
 
 def shuffle_indices(groups: int, channels: int) -> np.ndarray:

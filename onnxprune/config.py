@@ -65,6 +65,9 @@ class PruneConfig:
     reader_channels : channels that several layers read (a residual stream, a fan-out): "tied",
         removed from every writer and reader at once, or "own", each reader picks its own subset
         through a Gather and the shared tensor keeps its channels (pruning/readers.py).
+    max_features : a layer whose regression is wider (input channels x kernel taps, per group) is
+        neither solved nor refit: the channels it reads are kept and its weights stay as they are
+        (VGG's first Gemm on 7 x 7 x 512 = 25,088 features would need a 5 GB Gram and hours).
     max_iter, tol : GES iteration limit, and the largest change of n*w_c that counts as converged.
     """
 
@@ -88,6 +91,7 @@ class PruneConfig:
     batch_size: int = 128
     activation_memory_mb: float = 256.0
     activation_dir: str | None = None
+    max_features: int = 16384
     max_iter: int = 20
     tol: float = 1e-3
     reader_channels: str = "tied"
@@ -99,6 +103,7 @@ class PruneConfig:
 
     def validate(self) -> None:
         positive = {"eps_entropy": self.eps_entropy, "rows_per_layer": self.rows_per_layer,
+                    "max_features": self.max_features,
                     "batch_size": self.batch_size, "max_iter": self.max_iter, "tol": self.tol}
         for name, value in positive.items():
             if not value > 0:

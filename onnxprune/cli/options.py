@@ -76,6 +76,11 @@ SELECTION = [
                       "power: 0 treats all layers alike, 1 prunes hardest where the parameters are."),
     click.option("--max-iter", type=click.IntRange(min=1), default=DEFAULTS.max_iter, show_default=True,
                  help="GES iterations per layer at most; more iterations remove a few more channels."),
+    click.option("--max-features", type=click.IntRange(min=1), default=DEFAULTS.max_features, show_default=True,
+                 metavar="N",
+                 help="A layer whose regression is wider than N features (input channels x kernel taps) keeps "
+                      "the channels it reads and its weights: its statistics would need an N x N Gram (VGG's "
+                      "first Gemm on 7x7x512 = 25,088 features: 5 GB and hours of solving)."),
     click.option("--exclude", multiple=True, metavar="NODE",
                  help="Never prune the input or output channels of this node (repeatable). Names are in the "
                       "summary."),
@@ -150,6 +155,7 @@ def config(options: dict) -> PruneConfig:
                        threshold=options["threshold"], max_samples=options["samples"],
                        param_weighting=options["param_weighting"], max_iter=options["max_iter"],
                        exclude=frozenset(options["exclude"]), seed=options["seed"],
+                       max_features=options["max_features"],
                        activation_memory_mb=options["activation_memory"], min_keep=options["min_keep"],
                        round_channels=options["round_channels"],
                        holdout=options["holdout"],

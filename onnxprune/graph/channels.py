@@ -319,8 +319,9 @@ class ChannelGraph:
 
 
 def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
-                     exclude: frozenset[str] = frozenset()) -> ChannelGraph:
-    """Walk the graph in topological order and build the channel classes (see the module doc)."""
+                     exclude: frozenset[str] = frozenset(), max_features: int | None = None) -> ChannelGraph:
+    """Walk the graph in topological order and build the channel classes (see the module doc).
+    A layer wider than ``max_features`` (Layer.too_wide) keeps the channels it reads."""
     result = ChannelGraph(shapes=shapes)
     uf = UnionFind()
     frozen_ids: list[tuple[np.ndarray, str]] = []
@@ -353,6 +354,8 @@ def analyse_channels(graph: gs.Graph, shapes: dict[str, tuple],
                 freeze(in_maps[0], f"'{layer.name}' is excluded (--exclude)")
             elif in_maps[0] is not None and in_maps[0].size != layer.in_channels:
                 freeze(in_maps[0], f"'{layer.name}' reads {layer.in_channels} channels, its input has {in_maps[0].size}")
+            elif max_features is not None and (too_wide := layer.too_wide(max_features)):
+                freeze(in_maps[0], too_wide)
             continue
         coupling = _apply_rule(node, in_maps, shapes)
         if isinstance(coupling, str):

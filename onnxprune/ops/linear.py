@@ -385,6 +385,21 @@ class Layer:
         return self.rule.kernel_size(self.node)
 
     @property
+    def features(self) -> int:
+        """The width of the layer's regression (one group's): its input channels times its kernel taps."""
+        return self.weight.shape[1] * self.kernel_size
+
+    def too_wide(self, max_features: int) -> str | None:
+        """Why the layer cannot be solved or refit within ``max_features`` (None: it can). The
+        statistics hold a features x features float64 Gram and its factorisations: VGG's first Gemm
+        on 7 x 7 x 512 = 25,088 features needs 5 GB for each and hours of solving on a few cores."""
+        if self.features <= max_features:
+            return None
+        gram_gb = self.features**2 * 8 / 1e9
+        return (f"'{self.name}' regresses on {self.features:,} input features, more than --max-features "
+                f"{max_features:,} (its Gram alone would take {gram_gb:.1f} GB): kept as it is")
+
+    @property
     def groups(self) -> int:
         """g: outputs and inputs are g equal contiguous blocks, output block k reading input block k
         only; the canonical weight is (out, in/g, ...), one block's columns per row."""

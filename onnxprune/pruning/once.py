@@ -44,10 +44,11 @@ def prune_once(model: onnx.ModelProto, feeds: dict[str, np.ndarray], config: Pru
     original, pruned = to_graph(model), to_graph(model)
     for graph in (original, pruned):
         shuffles_as_gathers(graph, shapes)
-    channels = analyse_channels(pruned, shapes, config.exclude)
+    channels = analyse_channels(pruned, shapes, config.exclude, config.max_features)
     selections = []
     if config.reader_channels == "own":
-        channels, selections = give_readers_own_channels(original, pruned, channels, shapes, config.exclude)
+        channels, selections = give_readers_own_channels(original, pruned, channels, shapes, config.exclude,
+                                                         config.max_features)
     if not channels.layers:
         raise ModelError("the model has no Conv, Gemm or MatMul layer with constant weights to prune")
     before = {

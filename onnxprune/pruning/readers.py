@@ -21,13 +21,14 @@ from onnxprune.pruning.rewrite import remove_classes
 
 
 def give_readers_own_channels(original: gs.Graph, pruned: gs.Graph, channels: ChannelGraph,
-                              shapes: dict[str, tuple], exclude: frozenset[str]) -> tuple[ChannelGraph, list[str]]:
+                              shapes: dict[str, tuple], exclude: frozenset[str],
+                              max_features: int | None = None) -> tuple[ChannelGraph, list[str]]:
     """The same selections in front of the same readers of both graphs; the pruned graph's channels
     analysed again, and the Gathers' names."""
     readers = readers_of_shared_channels(channels)
     insert_selections(original, shapes, readers)
     selections = insert_selections(pruned, shapes, readers)
-    return analyse_channels(pruned, shapes, exclude), selections
+    return analyse_channels(pruned, shapes, exclude, max_features), selections
 
 
 def settle_selections(pruned: gs.Graph, channels: ChannelGraph, selections: list[str]) -> str:

@@ -261,6 +261,8 @@ class Pruner:
         return blocks
 
     def _refit(self, layer: Layer) -> str:
+        if too_wide := layer.too_wide(self.config.max_features):
+            return too_wide  # its input may have changed a little upstream; a refit would not fit in memory
         name = layer.node.inputs[0].name
         reason = self.channels.frozen_reason(layer)
         if reason and same_values(self.runner_pruned.cache[name], self.runner_original.cache[name]):

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+# Small settings so that every prune in the tests takes well under a few seconds.
+FAST = dict(max_iter=10, rows_per_layer=512)
 INPUT = "input"
 OUTPUT = "logits"
 
@@ -227,3 +231,13 @@ def save_inputs(directory: Path, model: onnx.ModelProto | None = None, n: int = 
     onnx.save(model, model_path, **save_options)
     np.save(calib_path, random_inputs(model, n, seed=1))
     return model_path, calib_path
+
+
+def quick_prune(model, calib, **options):
+    """onnxprune.prune with :data:`FAST` settings (options override them), quiet about the GES
+    iteration cap those settings hit ("GES stopped after 10 iterations")."""
+    import onnxprune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return onnxprune.prune(model, calib, **{**FAST, **options})

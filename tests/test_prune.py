@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import onnx
 import pytest
 
 import onnxprune
-from builders import INPUT, OUTPUT, conv_bn_relu_chain, lenet_like, matmul_head, random_inputs, run, with_unsupported_op
+from builders import (INPUT, OUTPUT, conv_bn_relu_chain, lenet_like, matmul_head, quick_prune, random_inputs, run,
+                      with_unsupported_op)
 from onnxprune.cli.summary import summary as cli_summary
-
-# Small settings so that every call takes well under a few seconds.
-FAST = dict(max_iter=10, rows_per_layer=512)
-
-
-def _prune(model, calib, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "GES stopped after 10 iterations"
-        return onnxprune.prune(model, calib, **{**FAST, **options})
 
 
 def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
@@ -47,7 +37,7 @@ def test_zero_weight_channels_are_removed_and_outputs_reproduced():
     # The fc regression has 12 * 16 = 192 features: the calibration set must have more samples
     # than that for the unregularised (ridge=0) refit to recover the weights exactly.
     calib = random_inputs(original, 256, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
+    pruned, report = quick_prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
     layers = _layers(report)
 
     assert layers["conv2"].in_channels_before == 8
@@ -71,7 +61,7 @@ def test_zero_weight_channels_are_removed_and_outputs_reproduced():
 def test_strong_pruning_gives_a_valid_smaller_model(build):
     original = build()
     calib = random_inputs(original, 32, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=3.0)
+    pruned, report = quick_prune(original, calib, eps_l2=3.0)
     _check_interface(pruned, original)
     assert report.params_after < report.params_before
     assert report.macs_after <= report.macs_before
@@ -95,7 +85,7 @@ def test_model_path_and_progress(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(original, path)
     lines = []
-    pruned, report = _prune(str(path), random_inputs(original, 16, seed=1), eps_l2=1.0, progress=lines.append)
+    pruned, report = quick_prune(str(path), random_inputs(original, 16, seed=1), eps_l2=1.0, progress=lines.append)
     _check_interface(pruned, original)
     assert len(lines) == len(report.layers)
     assert lines[0].startswith("[1/4] conv1")
@@ -103,7 +93,7 @@ def test_model_path_and_progress(tmp_path):
 
 def test_transpose_model_prunes_and_reports_frozen_reason():
     original = with_unsupported_op()
-    pruned, report = _prune(original, random_inputs(original, 32, seed=1), eps_l2=3.0)
+    pruned, report = quick_prune(original, random_inputs(original, 32, seed=1), eps_l2=3.0)
     _check_interface(pruned, original)
     layers = _layers(report)
     assert "Transpose" in layers["conv2"].frozen
@@ -118,7 +108,7 @@ def test_transpose_model_prunes_and_reports_frozen_reason():
 def test_matmul_head_prunes_and_runs():
     original = matmul_head()
     calib = random_inputs(original, 64, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
+    pruned, report = quick_prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
     _check_interface(pruned, original)
     assert _layers(report)["fc"].in_channels_before == 8
     x = random_inputs(original, 32, seed=3)
@@ -128,8 +118,8 @@ def test_matmul_head_prunes_and_runs():
 def test_same_seed_same_bytes():
     original = lenet_like()
     calib = random_inputs(original, 32, seed=1)
-    first, report1 = _prune(original, calib, eps_l2=1.0, seed=3)
-    second, report2 = _prune(original, calib, eps_l2=1.0, seed=3)
+    first, report1 = quick_prune(original, calib, eps_l2=1.0, seed=3)
+    second, report2 = quick_prune(original, calib, eps_l2=1.0, seed=3)
     assert first.SerializeToString() == second.SerializeToString()
     assert [l.in_channels_after for l in report1.layers] == [l.in_channels_after for l in report2.layers]
 
@@ -137,7 +127,7 @@ def test_same_seed_same_bytes():
 def test_calibration_mapping_and_bad_options():
     original = matmul_head()
     calib = {INPUT: random_inputs(original, 16, seed=1)}
-    _check_interface(_prune(original, calib)[0], original)
+    _check_interface(quick_prune(original, calib)[0], original)
     with pytest.raises(onnxprune.ConfigError, match="eps_entropy"):
         onnxprune.prune(original, calib, eps_entropy=0)
     with pytest.raises(onnxprune.CalibrationError, match="expected shape"):
@@ -147,12 +137,12 @@ def test_calibration_mapping_and_bad_options():
 def test_every_channel_that_stays_says_why_in_the_summary():
     original = with_unsupported_op()
     calib = random_inputs(original, 32, seed=1)
-    _, report = _prune(original, calib, eps_l2=3.0)
+    _, report = quick_prune(original, calib, eps_l2=3.0)
     layers = _layers(report)
     # conv1's outputs are frozen by what reads them (the channel axis moves), not by a choice.
     assert "Transpose 'to_nhwc'" in layers["conv1"].kept["out"]
     assert "output channels of conv1: Transpose 'to_nhwc'" in cli_summary(report)
     # At a negligible strength the selector keeps everything, and says so.
-    _, gentle = _prune(conv_bn_relu_chain(), random_inputs(conv_bn_relu_chain(), 32, seed=1), eps_l2=1e-9)
+    _, gentle = quick_prune(conv_bn_relu_chain(), random_inputs(conv_bn_relu_chain(), 32, seed=1), eps_l2=1e-9)
     assert gentle.params_after == gentle.params_before
     assert "kept whole: " in cli_summary(gentle) and "the selector kept every channel" in cli_summary(gentle)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import onnx
 
-import onnxprune
-from builders import INPUT, OUTPUT, _Builder, random_inputs, run
+from builders import INPUT, OUTPUT, _Builder, quick_prune, random_inputs, run
 
 
 def spatial_reshapes(target_channels: int | str = 8, zero_in=(), seed: int = 0) -> onnx.ModelProto:
@@ -25,16 +23,10 @@ def spatial_reshapes(target_channels: int | str = 8, zero_in=(), seed: int = 0) 
     return b.model("spatial_reshapes", (3, 8, 8), 10)
 
 
-def _prune(model, calib, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return onnxprune.prune(model, calib, max_iter=10, rows_per_layer=512, **options)
-
-
 def test_zero_weight_channels_leave_through_the_reshapes_and_outputs_are_reproduced():
     original = spatial_reshapes(zero_in=(2, 5))
     calib = random_inputs(original, 256, seed=1)
-    pruned, report = _prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
+    pruned, report = quick_prune(original, calib, eps_l2=1e-3, ridge=0.0, param_weighting=0.0)
     layers = {layer.name: layer for layer in report.layers}
     assert layers["conv2"].frozen is None
     assert layers["conv1"].channels_after <= 6
@@ -48,7 +40,7 @@ def test_zero_weight_channels_leave_through_the_reshapes_and_outputs_are_reprodu
 def test_a_copied_or_inferred_channel_entry_is_left_as_it_is():
     for entry in (0, -1):
         original = spatial_reshapes(target_channels=entry, zero_in=(2, 5))
-        pruned, report = _prune(original, random_inputs(original, 256, seed=1), eps_l2=1e-3, ridge=0.0,
+        pruned, report = quick_prune(original, random_inputs(original, 256, seed=1), eps_l2=1e-3, ridge=0.0,
                                 param_weighting=0.0)
         targets = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
         assert int(targets["merge_shape"][1]) == entry

@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,13 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-import onnxprune
-from builders import random_inputs, save_inputs, wide_activations
+from builders import quick_prune, random_inputs, save_inputs, wide_activations
 from onnxprune.calib.store import ActivationStore, same_values
 from onnxprune.cli import main
 from onnxprune.pruning.walk import Pruner
 from topologies import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(max_iter=10, rows_per_layer=512)
-
-
-def _prune(model, calib, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "GES stopped after 10 iterations"
-        return onnxprune.prune(model, calib, **{**FAST, **options})
 
 
 # --- the store itself -----------------------------------------------------------------------
@@ -72,8 +63,8 @@ def test_disk_store_gives_the_same_model(tmp_path, architecture):
     """Every activation through files (budget 0) against all in memory: byte-identical models."""
     model = ARCHITECTURES[architecture]()
     calib = random_inputs(model, 40, seed=1)
-    on_disk, report_disk = _prune(model, calib, activation_memory_mb=0, activation_dir=str(tmp_path), batch_size=16)
-    in_memory, report_memory = _prune(model, calib, activation_memory_mb=math.inf, batch_size=16)
+    on_disk, report_disk = quick_prune(model, calib, activation_memory_mb=0, activation_dir=str(tmp_path), batch_size=16)
+    in_memory, report_memory = quick_prune(model, calib, activation_memory_mb=math.inf, batch_size=16)
     assert on_disk.SerializeToString() == in_memory.SerializeToString()
     assert report_disk.activations["written_mb"] > 0 and report_disk.activations["peak_in_memory_mb"] == 0
     assert report_memory.activations["written_mb"] == 0 and report_memory.activations["memory_limit_mb"] is None
@@ -94,7 +85,7 @@ def test_temporary_directory_removed_after_an_interrupt(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Pruner, "step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _prune(model, random_inputs(model, 20, seed=1), activation_memory_mb=0, activation_dir=str(tmp_path))
+        quick_prune(model, random_inputs(model, 20, seed=1), activation_memory_mb=0, activation_dir=str(tmp_path))
     assert any(seen) and not list(tmp_path.iterdir())
 
 

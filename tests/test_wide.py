@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import onnx
 import pytest
 
 import onnxprune
-from builders import conv_bn_relu_chain, random_inputs, run
-
-
-def _prune(model, calib, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return onnxprune.prune(model, calib, max_iter=10, rows_per_layer=512, eps_l2=3.0, **options)
+from builders import conv_bn_relu_chain, quick_prune, random_inputs, run
 
 
 def _weight(model, name):
@@ -25,7 +18,7 @@ def _weight(model, name):
 def test_a_gemm_wider_than_the_limit_keeps_its_inputs_and_weights():
     original = conv_bn_relu_chain()  # fc reads 12 channels x 4 x 4 = 192 features; conv2 72
     calib = random_inputs(original, 64, seed=1)
-    pruned, report = _prune(original, calib, max_features=100)
+    pruned, report = quick_prune(original, calib, eps_l2=3.0, max_features=100)
     layers = {layer.name: layer for layer in report.layers}
     assert "regresses on 192 input features, more than --max-features 100" in layers["fc"].frozen
     assert layers["fc"].in_channels_after == 192 and layers["conv2"].channels_after == 12
@@ -36,7 +29,7 @@ def test_a_gemm_wider_than_the_limit_keeps_its_inputs_and_weights():
 
 def test_under_the_limit_the_same_gemm_is_pruned():
     original = conv_bn_relu_chain()
-    pruned, report = _prune(original, random_inputs(original, 64, seed=1))
+    pruned, report = quick_prune(original, random_inputs(original, 64, seed=1), eps_l2=3.0)
     fc = next(layer for layer in report.layers if layer.name == "fc")
     assert fc.frozen is None and fc.in_channels_after < 192
 

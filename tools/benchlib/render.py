@@ -19,6 +19,7 @@ PLOT = ROOT / "docs" / "bench-accuracy.png"
 SPEED_PLOT = ROOT / "docs" / "bench-speedup.png"
 README = ROOT / "README.md"
 BLOCK = ("<!-- bench:start -->", "<!-- bench:end -->")
+MARKERS = dict(zip(METHODS, "os^vD"))  # one per method, the same in every plot
 ZOOM_PT = 2  # the plot's lower row: this many points below the original's top-1
 
 
@@ -340,7 +341,7 @@ def _curve(ax, method: str, points: list[tuple[float, float, float | None]]) -> 
     """One method's (x, mean, sd) points as a line with error bars, GES drawn heavier."""
     ges = method == "ges"
     ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0.0 for p in points],
-                marker=dict(zip(METHODS, "os^vD"))[method], capsize=3, label=SHORT[method], lw=2.2 if ges else 1.2,
+                marker=MARKERS[method], capsize=3, label=SHORT[method], lw=2.2 if ges else 1.2,
                 ms=7 if ges else 5, zorder=3 if ges else 2)
 
 
